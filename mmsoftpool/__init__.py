@@ -1,0 +1,9 @@
+"""mmsoftpool: SoftPool for MMEngine / MMDetection / MMPretrain."""
+from .ops import (SoftPool1d, SoftPool2d, SoftPool3d, soft_pool1d,
+                  soft_pool2d, soft_pool3d)
+from .version import __version__
+
+__all__ = [
+    '__version__', 'soft_pool1d', 'soft_pool2d', 'soft_pool3d', 'SoftPool1d',
+    'SoftPool2d', 'SoftPool3d'
+]

@@ -1,0 +1,244 @@
+"""SoftPool (Stergiou et al., ICCV 2021) as a PyTorch operator.
+
+The kernels live in ``csrc/`` and are registered as ``torch.ops.mmsoftpool.*``;
+this module adds argument checking, shape and stride inference for
+``torch.compile`` (``register_fake``), the autograd formula and the
+``SoftPool{1,2,3}d`` modules.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+from torch._prims_common import suggest_memory_format
+
+try:
+    from mmsoftpool import _C  # noqa: F401  (loading it registers the ops)
+except ImportError as error:
+    raise ImportError(
+        'mmsoftpool: the compiled operator library mmsoftpool._C could not be '
+        f'loaded ({error}). Build it from the repository root with '
+        '`pip install --no-build-isolation -e .` (or `make build`), using the '
+        'same torch that imports it.') from error
+
+IntOrTuple = Union[int, Sequence[int]]
+
+_forward_op = torch.ops.mmsoftpool.soft_pool_forward
+_backward_op = torch.ops.mmsoftpool.soft_pool_backward
+
+
+def _as_tuple(value, dim: int, name: str, caller: str) -> Tuple[int, ...]:
+    values = (value, ) * dim if isinstance(value, int) else tuple(value)
+    if len(values) != dim or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f'{caller}: {name} must be an int or a tuple of '
+                         f'{dim} ints, got {name}={value!r}')
+    return values
+
+
+def pooled_size(size: int, kernel: int, stride: int, padding: int,
+                ceil_mode: bool) -> int:
+    """Output length of one dimension, PyTorch's pooling rule.
+
+    With ``ceil_mode`` the last window is dropped when it would start at or
+    beyond the input plus left padding, so no window lies entirely in padding.
+    """
+    out = (size + 2 * padding - kernel +
+           (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_args(caller: str, dim: int, kernel_size, stride, padding):
+    """Validate the pooling arguments; returns them as tuples."""
+    kernel = _as_tuple(kernel_size, dim, 'kernel_size', caller)
+    if stride is None or (not isinstance(stride, int) and len(stride) == 0):
+        stride = kernel  # PyTorch's convention: no stride means kernel_size
+    stride = _as_tuple(stride, dim, 'stride', caller)
+    padding = _as_tuple(padding, dim, 'padding', caller)
+    for arg, values in (('kernel_size', kernel), ('stride', stride)):
+        if any(v <= 0 for v in values):
+            raise ValueError(
+                f'{caller}: {arg} must be positive, got {arg}={values}')
+    if any(p < 0 for p in padding):
+        raise ValueError(
+            f'{caller}: padding must be non-negative, got padding={padding}')
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(
+            f'{caller}: padding must be at most half the kernel size, got '
+            f'padding={padding} for kernel_size={kernel}')
+    return kernel, stride, padding
+
+
+def _check_input(input: Tensor, dim: int) -> None:
+    caller = f'soft_pool{dim}d'
+    if not isinstance(input, Tensor):
+        raise TypeError(
+            f'{caller}: input must be a Tensor, got {type(input).__name__}')
+    if not input.is_floating_point():
+        raise TypeError(f'{caller}: input must have a floating-point dtype, '
+                        f'got dtype={input.dtype}')
+    if input.dim() not in (dim + 1, dim + 2):
+        raise ValueError(
+            f'{caller}: input must be {dim + 1}-D (C, *spatial) or '
+            f'{dim + 2}-D (N, C, *spatial), got input.shape='
+            f'{tuple(input.shape)}')
+    if any(s == 0 for s in input.shape[-dim - 1:]):
+        raise ValueError(
+            f'{caller}: input has an empty channel or spatial dimension, '
+            f'input.shape={tuple(input.shape)} (only the batch may be empty)')
+
+
+def _output_shape(input: Tensor, kernel_size, stride, padding, ceil_mode):
+    dim = len(kernel_size)
+    out = [
+        pooled_size(s, k, st, p, ceil_mode) for s, k, st, p in zip(
+            input.shape[-dim:], kernel_size, stride, padding)
+    ]
+    if any(o < 1 for o in out):
+        raise ValueError(
+            f'soft_pool{dim}d: output size {tuple(out)} is too small for '
+            f'input.shape={tuple(input.shape)}, kernel_size={tuple(kernel_size)}, '
+            f'stride={tuple(stride)}, padding={tuple(padding)}, '
+            f'ceil_mode={ceil_mode}')
+    return (*input.shape[:-dim], *out)
+
+
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake('mmsoftpool::soft_pool_forward')
+def _forward_fake(input, kernel_size, stride, padding, ceil_mode):
+    shape = _output_shape(input, kernel_size, stride, padding, ceil_mode)
+    memory_format = suggest_memory_format(input)
+    output = input.new_empty(shape, memory_format=memory_format)
+    lse = input.new_empty(
+        shape,
+        dtype=_accumulate_dtype(input.dtype),
+        memory_format=memory_format)
+    return output, lse
+
+
+@torch.library.register_fake('mmsoftpool::soft_pool_backward')
+def _backward_fake(grad_output, input, lse, kernel_size, stride, padding,
+                   ceil_mode):
+    return torch.empty_like(
+        input, memory_format=suggest_memory_format(input))
+
+
+def _setup_context(ctx, inputs, output):
+    input, kernel_size, stride, padding, ceil_mode = inputs
+    _, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(input, lse)
+    ctx.pool_args = (kernel_size, stride, padding, ceil_mode)
+
+
+def _backward(ctx, grad_output, _grad_lse):
+    input, lse = ctx.saved_tensors
+    grad_input = _backward_op(grad_output, input, lse, *ctx.pool_args)
+    return grad_input, None, None, None, None
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        'mmsoftpool: double backward (differentiating the gradient of '
+        'soft_pool, e.g. create_graph=True) is not supported')
+
+
+torch.library.register_autograd(
+    'mmsoftpool::soft_pool_forward', _backward, setup_context=_setup_context)
+torch.library.register_autograd(
+    'mmsoftpool::soft_pool_backward',
+    _no_double_backward,
+    setup_context=lambda ctx, inputs, output: None)
+
+
+def _soft_pool(input: Tensor, dim: int, kernel_size: IntOrTuple,
+               stride: Optional[IntOrTuple], padding: IntOrTuple,
+               ceil_mode: bool) -> Tensor:
+    _check_input(input, dim)
+    kernel_size, stride, padding = _pool_args(f'soft_pool{dim}d', dim,
+                                              kernel_size, stride, padding)
+    _output_shape(input, kernel_size, stride, padding, ceil_mode)
+    unbatched = input.dim() == dim + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    output, _ = _forward_op(input, kernel_size, stride, padding,
+                            bool(ceil_mode))
+    return output.squeeze(0) if unbatched else output
+
+
+def soft_pool1d(input: Tensor,
+                kernel_size: IntOrTuple,
+                stride: Optional[IntOrTuple] = None,
+                padding: IntOrTuple = 0,
+                ceil_mode: bool = False) -> Tensor:
+    """SoftPool over (N, C, L) or (C, L); arguments as ``F.avg_pool1d``."""
+    return _soft_pool(input, 1, kernel_size, stride, padding, ceil_mode)
+
+
+def soft_pool2d(input: Tensor,
+                kernel_size: IntOrTuple,
+                stride: Optional[IntOrTuple] = None,
+                padding: IntOrTuple = 0,
+                ceil_mode: bool = False) -> Tensor:
+    """SoftPool over (N, C, H, W) or (C, H, W); arguments as ``F.avg_pool2d``.
+
+    Each window R gives ``sum_i softmax(x_R)_i * x_i``, computed stably with
+    the window maximum. Output shapes (and strides) follow
+    ``F.max_pool2d``; padded cells take no weight.
+    """
+    return _soft_pool(input, 2, kernel_size, stride, padding, ceil_mode)
+
+
+def soft_pool3d(input: Tensor,
+                kernel_size: IntOrTuple,
+                stride: Optional[IntOrTuple] = None,
+                padding: IntOrTuple = 0,
+                ceil_mode: bool = False) -> Tensor:
+    """SoftPool over (N, C, D, H, W) or (C, D, H, W); as ``F.avg_pool3d``."""
+    return _soft_pool(input, 3, kernel_size, stride, padding, ceil_mode)
+
+
+class _SoftPoolNd(nn.Module):
+    _dim = 0
+
+    def __init__(self,
+                 kernel_size: IntOrTuple,
+                 stride: Optional[IntOrTuple] = None,
+                 padding: IntOrTuple = 0,
+                 ceil_mode: bool = False):
+        super().__init__()
+        # Validate when a config is built, not at the first forward.
+        self.kernel_size, self.stride, self.padding = _pool_args(
+            type(self).__name__, self._dim, kernel_size, stride, padding)
+        self.ceil_mode = bool(ceil_mode)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return _soft_pool(input, self._dim, self.kernel_size, self.stride,
+                          self.padding, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return (f'kernel_size={self.kernel_size}, stride={self.stride}, '
+                f'padding={self.padding}, ceil_mode={self.ceil_mode}')
+
+
+@MODELS.register_module()
+class SoftPool1d(_SoftPoolNd):
+    """SoftPool over 1-D signals; arguments as ``nn.AvgPool1d``."""
+    _dim = 1
+
+
+@MODELS.register_module()
+class SoftPool2d(_SoftPoolNd):
+    """SoftPool over 2-D maps; arguments as ``nn.AvgPool2d``."""
+    _dim = 2
+
+
+@MODELS.register_module()
+class SoftPool3d(_SoftPoolNd):
+    """SoftPool over 3-D volumes (e.g. video); arguments as ``nn.AvgPool3d``."""
+    _dim = 3
