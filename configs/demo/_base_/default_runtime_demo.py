@@ -1,0 +1,8 @@
+_base_ = 'mmdet::_base_/default_runtime.py'
+
+# An epoch is 8 iterations: log every 4 so that progress shows, keep only the
+# latest checkpoint.
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=4),
+    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=1))
+randomness = dict(seed=0)

@@ -1,0 +1,10 @@
+# RetinaNet-R18 whose stem max-pool is a 2x2, stride-2 SoftPool (as in the
+# paper's ResNets); every other setting is that of the max-pool baseline.
+_base_ = './retinanet_r18_maxpool_demo.py'
+
+custom_imports = dict(
+    imports=['mmsoftpool.models'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        type='SoftPoolResNet',
+        stem_pool_cfg=dict(type='SoftPool2d', kernel_size=2, stride=2)))

@@ -1,0 +1,9 @@
+# Mask R-CNN R-50 with a SoftPool stem (paper Table 8); baseline:
+# mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py.
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mmsoftpool'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='SoftPoolResNet',
+        stem_pool_cfg=dict(type='SoftPool2d', kernel_size=2, stride=2)))

@@ -1,0 +1,9 @@
+# RetinaNet R-34 with its max-pool stem: the baseline of
+# retinanet_r34_softpool.py (MMDetection ships only).
+_base_ = 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        depth=34,
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='torchvision://resnet34')))

@@ -1,0 +1,9 @@
+# RetinaNet R-34 with a SoftPool stem (paper Table 8); baseline:
+# retinanet_r34_fpn_1x_coco.py.
+_base_ = './retinanet_r34_fpn_1x_coco.py'
+custom_imports = dict(imports=['mmsoftpool'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='SoftPoolResNet',
+        stem_pool_cfg=dict(type='SoftPool2d', kernel_size=2, stride=2)))

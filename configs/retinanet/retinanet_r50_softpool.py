@@ -1,0 +1,9 @@
+# RetinaNet R-50 with a SoftPool stem (paper Table 8); baseline:
+# mmdet::retinanet/retinanet_r50_fpn_1x_coco.py.
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mmsoftpool'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='SoftPoolResNet',
+        stem_pool_cfg=dict(type='SoftPool2d', kernel_size=2, stride=2)))

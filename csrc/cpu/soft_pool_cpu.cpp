@@ -1,0 +1,162 @@
+// SoftPool CPU kernels: any strides, 1-D/2-D/3-D through a 5-D view. The
+// arithmetic of a window is in window.h, shared with the CUDA kernels.
+#include <torch/library.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "../soft_pool.h"
+#include "../window.h"
+
+namespace mmsoftpool {
+
+namespace {
+
+int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_item));
+}
+
+int64_t window_offset(const at::Tensor& t5, int64_t n, int64_t c, int64_t d, int64_t h,
+                      int64_t w) {
+  return n * t5.stride(0) + c * t5.stride(1) + d * t5.stride(2) + h * t5.stride(3) +
+         w * t5.stride(4);
+}
+
+template <typename scalar_t>
+void forward_kernel(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
+                    const PoolGeometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* x = input5.const_data_ptr<scalar_t>();
+  scalar_t* y = output5.mutable_data_ptr<scalar_t>();
+  acc_t* ln = log_norm5.mutable_data_ptr<acc_t>();
+  const int64_t channels = input5.size(1);
+  const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
+  const int64_t rows = input5.size(0) * channels * g.output[0] * g.output[1];
+  const int64_t window_cells = g.kernel[0] * g.kernel[1] * g.kernel[2];
+
+  at::parallel_for(0, rows, grain_for(g.output[2] * window_cells), [&](int64_t begin,
+                                                                        int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t oh = row % g.output[1];
+      const int64_t od = (row / g.output[1]) % g.output[0];
+      const int64_t plane = row / (g.output[1] * g.output[0]);
+      const int64_t n = plane / channels, c = plane % channels;
+      const scalar_t* xp = x + n * input5.stride(0) + c * input5.stride(1);
+      for (int64_t ow = 0; ow < g.output[2]; ++ow) {
+        acc_t out, log_norm;
+        window_forward<acc_t>(xp, window_at(g, od, oh, ow), xs, out, log_norm);
+        y[window_offset(output5, n, c, od, oh, ow)] = static_cast<scalar_t>(out);
+        ln[window_offset(log_norm5, n, c, od, oh, ow)] = log_norm;
+      }
+    }
+  });
+}
+
+// Each (sample, channel) plane is handled by one thread, its windows in a fixed
+// order, so the sums over overlapping windows are deterministic.
+template <typename scalar_t>
+void backward_kernel(const at::Tensor& grad5, const at::Tensor& input5,
+                     const at::Tensor& log_norm5, at::Tensor& grad_input5,
+                     const PoolGeometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* x = input5.const_data_ptr<scalar_t>();
+  const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
+  const acc_t* ln = log_norm5.const_data_ptr<acc_t>();
+  acc_t* dx = grad_input5.mutable_data_ptr<acc_t>();
+  const int64_t channels = input5.size(1);
+  const int64_t planes = input5.size(0) * channels;
+  const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
+  const int64_t ds[3] = {grad_input5.stride(2), grad_input5.stride(3), grad_input5.stride(4)};
+  const int64_t plane_work =
+      g.output[0] * g.output[1] * g.output[2] * g.kernel[0] * g.kernel[1] * g.kernel[2];
+
+  at::parallel_for(0, planes, grain_for(plane_work), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / channels, c = plane % channels;
+      const scalar_t* xp = x + n * input5.stride(0) + c * input5.stride(1);
+      acc_t* dxp = dx + n * grad_input5.stride(0) + c * grad_input5.stride(1);
+      for (int64_t od = 0; od < g.output[0]; ++od)
+        for (int64_t oh = 0; oh < g.output[1]; ++oh)
+          for (int64_t ow = 0; ow < g.output[2]; ++ow) {
+            const Window w = window_at(g, od, oh, ow);
+            const acc_t grad = static_cast<acc_t>(gy[window_offset(grad5, n, c, od, oh, ow)]);
+            const auto stats = window_grad_stats<acc_t>(
+                xp, w, xs, ln[window_offset(log_norm5, n, c, od, oh, ow)]);
+            for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
+              for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
+                for (int64_t q = w.begin[2]; q < w.end[2]; ++q) {
+                  const acc_t v = static_cast<acc_t>(xp[d * xs[0] + h * xs[1] + q * xs[2]]);
+                  dxp[d * ds[0] + h * ds[1] + q * ds[2]] +=
+                      cell_gradient(v, grad, stats);
+                }
+          }
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cpu(const at::Tensor& input,
+                                                         c10::IntArrayRef kernel_size,
+                                                         c10::IntArrayRef stride,
+                                                         c10::IntArrayRef padding,
+                                                         bool ceil_mode) {
+  const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
+  const auto shape = output_shape(input, g);
+  const auto format = pooling_memory_format(input);
+  at::Tensor output = at::empty(shape, input.options().memory_format(format));
+  at::Tensor log_norm = at::empty(
+      shape, input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format));
+  if (output.numel() == 0) return {output, log_norm};
+  const at::Tensor input5 = as_5d(input);
+  at::Tensor output5 = as_5d(output), log_norm5 = as_5d(log_norm);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "soft_pool_forward_cpu",
+                                  [&] { forward_kernel<scalar_t>(input5, output5, log_norm5, g); });
+  return {output, log_norm};
+}
+
+at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                  const at::Tensor& log_norm, c10::IntArrayRef kernel_size,
+                                  c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                  bool ceil_mode) {
+  const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
+  const auto shape = output_shape(input, g);
+  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) && log_norm.sizes() == grad_output.sizes(),
+              "soft_pool_backward: grad_output ", grad_output.sizes(), " and log_norm ",
+              log_norm.sizes(), " must have the output shape ", shape);
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() &&
+                  log_norm.scalar_type() == at::toOpMathType(input.scalar_type()),
+              "soft_pool_backward: unexpected dtypes (grad_output ", grad_output.scalar_type(),
+              ", input ", input.scalar_type(), ", log_norm ", log_norm.scalar_type(), ")");
+  const auto format = pooling_memory_format(input);
+  // Accumulate in the accumulation type; reduced precision is rounded once at the end.
+  at::Tensor grad_input = at::zeros(
+      input.sizes(),
+      input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format));
+  if (input.numel() > 0) {
+    const at::Tensor grad5 = as_5d(grad_output), input5 = as_5d(input),
+                     log_norm5 = as_5d(log_norm);
+    at::Tensor grad_input5 = as_5d(grad_input);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                    "soft_pool_backward_cpu", [&] {
+                                      backward_kernel<scalar_t>(grad5, input5, log_norm5,
+                                                                grad_input5, g);
+                                    });
+  }
+  return grad_input.scalar_type() == input.scalar_type()
+             ? grad_input
+             : grad_input.to(input.scalar_type(), /*non_blocking=*/false, /*copy=*/false,
+                             format);
+}
+
+TORCH_LIBRARY_IMPL(mmsoftpool, CPU, m) {
+  m.impl("soft_pool_forward", &soft_pool_forward_cpu);
+  m.impl("soft_pool_backward", &soft_pool_backward_cpu);
+}
+
+}  // namespace mmsoftpool

@@ -1,0 +1,3 @@
+from .hooks import CheckpointMatchHook, RNGStateHook
+
+__all__ = ['CheckpointMatchHook', 'RNGStateHook']

@@ -1,0 +1,97 @@
+import re
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from mmengine.runner.checkpoint import find_latest_checkpoint
+
+_SHOWN = 10  # keys listed per category; the rest are counted
+
+
+def _listed(title: str, items: list) -> str:
+    if not items:
+        return ''
+    shown = ', '.join(items[:_SHOWN])
+    more = f' ... and {len(items) - _SHOWN} more' if len(items) > _SHOWN else ''
+    return f'\n  {title} ({len(items)}): {shown}{more}'
+
+
+def compare_state_dicts(model_state: dict, checkpoint_state: dict) -> dict:
+    """Keys of a model's state dict that a checkpoint lacks, keys it has that
+    the model lacks, and keys present in both with other shapes.
+
+    Like MMEngine's ``load_state_dict``, a ``module.`` prefix in the
+    checkpoint is stripped and BatchNorm's ``num_batches_tracked`` is not
+    required.
+    """
+    checkpoint_state = {
+        re.sub(r'^module\.', '', key): value
+        for key, value in checkpoint_state.items()
+    }
+    missing = [
+        key for key in model_state if key not in checkpoint_state
+        and not key.endswith('num_batches_tracked')
+    ]
+    unexpected = [key for key in checkpoint_state if key not in model_state]
+    mismatched = [
+        f'{key} checkpoint {tuple(checkpoint_state[key].shape)} '
+        f'model {tuple(value.shape)}'
+        for key, value in model_state.items() if key in checkpoint_state
+        and hasattr(checkpoint_state[key], 'shape')
+        and tuple(checkpoint_state[key].shape) != tuple(value.shape)
+    ]
+    matched = len(model_state) - len(missing) - len(mismatched)
+    return dict(
+        missing=missing,
+        unexpected=unexpected,
+        mismatched=mismatched,
+        matched=matched)
+
+
+@HOOKS.register_module()
+class CheckpointMatchHook(Hook):
+    """Refuse, before any weight is copied, a checkpoint that does not fit
+    the model, listing the missing, unexpected and mismatched keys.
+
+    - Resuming needs an exact match: otherwise the optimizer state does not
+      fit the parameters and training fails later with a shape error from
+      deep inside the optimizer.
+    - ``load_from`` (fine-tuning, ``tools/test.py``) keeps MMEngine's
+      non-strict loading, so a checkpoint with another number of classes
+      still loads its backbone and neck, and MMEngine reports the head
+      mismatch. Only a checkpoint of which no tensor fits the model (another
+      architecture) is refused.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        state = checkpoint.get('state_dict', checkpoint)
+        diff = compare_state_dicts(model.state_dict(), state)
+        resuming = runner._resume
+        if resuming:
+            fits = not (diff['missing'] or diff['unexpected']
+                        or diff['mismatched'])
+        else:
+            fits = diff['matched'] > 0
+        if fits:
+            return
+        need = ('resuming needs every key and shape to match' if resuming
+                else 'no tensor of it fits the model')
+        raise RuntimeError(
+            f'Checkpoint {self._source(runner)} does not fit the model '
+            f'{type(model).__name__} ({need}):' +
+            _listed('missing keys', diff['missing']) +
+            _listed('unexpected keys', diff['unexpected']) +
+            _listed('shape mismatches', diff['mismatched']))
+
+    @staticmethod
+    def _source(runner) -> str:
+        # The file Runner.load_or_resume loads: `load_from`, or with
+        # `resume=True` and no `load_from` the latest one in `work_dir`.
+        path = runner._load_from
+        if path is None and runner._resume:
+            path = find_latest_checkpoint(runner.work_dir)
+        return repr(path) if path is not None else '(unknown path)'

@@ -1,0 +1,144 @@
+"""Swap a backbone's pooling layers for layers built from config.
+
+The mechanism is independent of any downstream library: a backbone class
+inherits :class:`PoolSwapMixin` before the library's own class and lists its
+swappable pooling layers in ``pool_slots``. The library's constructor runs
+unchanged; the listed modules are then replaced by ``MODELS.build(cfg)``.
+SoftPool has no parameters or buffers, so the state dict keeps exactly the
+keys of the original backbone and every checkpoint loads as before.
+"""
+import copy
+import fnmatch
+from typing import Dict, List, NamedTuple, Optional, Tuple, Type
+
+from mmengine.registry import MODELS
+from torch import nn
+
+# The arguments every PyTorch pooling layer shares; a replacement that leaves
+# out kernel_size takes them from the layer it replaces.
+GEOMETRY_KEYS = ('kernel_size', 'stride', 'padding', 'ceil_mode')
+
+
+class PoolSlot(NamedTuple):
+    """Pooling layers that one config argument replaces.
+
+    Args:
+        pool_type: the class (or classes) the wrapped backbone builds there.
+        pattern: ``fnmatch`` pattern over dotted module names, e.g.
+            ``'maxpool'`` or ``'layer*.*.downsample.0'``.
+        default: the config used when the argument is not given; ``None``
+            keeps the backbone's own layers.
+        hint: appended to the error raised when a config is given but no
+            layer matches (e.g. which option creates those layers).
+    """
+    pool_type: Tuple[Type[nn.Module], ...]
+    pattern: str
+    default: Optional[dict] = None
+    hint: str = ''
+
+
+def find_pools(model: nn.Module, slot: PoolSlot) -> List[str]:
+    """Dotted names of the modules of ``model`` that ``slot`` selects."""
+    return [
+        name for name, module in model.named_modules()
+        if fnmatch.fnmatchcase(name, slot.pattern)
+        and isinstance(module, slot.pool_type)
+    ]
+
+
+def _as_tuple(value, dim: int) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, ) * dim
+
+
+def build_pool(cfg: dict, replaced: nn.Module, owner: str,
+               arg: str) -> nn.Module:
+    """Build the pooling layer that replaces ``replaced``.
+
+    If ``cfg`` gives no ``kernel_size``, the kernel size, stride, padding and
+    ceil mode of ``replaced`` are used (e.g. ``dict(type='SoftPool2d')`` for
+    each downsample pool of ResNetV1d, whose kernel follows its stage).
+    The stride must stay that of ``replaced``: the rest of the network was
+    built for it.
+    """
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f'{owner}: {arg} must be a dict with a "type" key '
+                        f'(e.g. dict(type="SoftPool2d")), got {arg}={cfg!r}')
+    cfg = copy.deepcopy(dict(cfg))
+    if 'kernel_size' not in cfg:
+        for key in GEOMETRY_KEYS:
+            if key not in cfg and hasattr(replaced, key):
+                cfg[key] = getattr(replaced, key)
+    requested = dict(cfg)
+    pool_type = cfg['type']
+    try:
+        pool = MODELS.build(cfg)
+    except KeyError as error:
+        # Look the type up in the registry of the current default scope (e.g.
+        # mmdet's, which falls back to MMEngine's), as MODELS.build does.
+        with MODELS.switch_scope_and_registry(None) as registry:
+            registered = (not isinstance(pool_type, str)
+                          or registry.get(pool_type) is not None)
+        if registered:
+            raise  # a KeyError from inside a registered layer
+        raise ValueError(
+            f'{owner}: {arg}={requested!r}: unknown pooling type '
+            f'{pool_type!r}, it is not registered in MMEngine\'s MODELS '
+            'registry. SoftPool layers are SoftPool1d/2d/3d, registered by '
+            "custom_imports=dict(imports=['mmsoftpool'], "
+            'allow_failed_imports=False) in the config.') from error
+
+    old_stride, new_stride = getattr(replaced, 'stride',
+                                     None), getattr(pool, 'stride', None)
+    if old_stride is not None and new_stride is not None:
+        dim = len(_as_tuple(new_stride, 1))
+        if _as_tuple(old_stride, dim) != _as_tuple(new_stride, dim):
+            raise ValueError(
+                f'{owner}: {arg}={requested!r} gives stride '
+                f'{tuple(_as_tuple(new_stride, dim))}, but the '
+                f'{type(replaced).__name__} it replaces has stride '
+                f'{tuple(_as_tuple(old_stride, dim))}; the replacement must '
+                'keep the stride (leave out kernel_size to copy the '
+                "replaced layer's kernel_size, stride, padding and ceil_mode)")
+    return pool
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Set the submodule at dotted ``name`` of ``model`` to ``new``."""
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+class PoolSwapMixin:
+    """Builds the backbone it is mixed into, then swaps its pooling layers.
+
+    Usage: ``class SoftPoolResNet(PoolSwapMixin, ResNet)`` with
+    ``pool_slots = {'stem_pool_cfg': PoolSlot(nn.MaxPool2d, 'maxpool',
+    dict(type='SoftPool2d', kernel_size=2, stride=2))}``. Each key of
+    ``pool_slots`` becomes a keyword argument of the constructor; the other
+    arguments go to the wrapped backbone unchanged.
+    """
+    pool_slots: Dict[str, PoolSlot] = {}
+
+    def __init__(self, *args, **kwargs):
+        pool_cfgs = {
+            arg: kwargs.pop(arg, slot.default)
+            for arg, slot in self.pool_slots.items()
+        }
+        super().__init__(*args, **kwargs)
+        owner = type(self).__name__
+        for arg, cfg in pool_cfgs.items():
+            if cfg is None:
+                continue
+            slot = self.pool_slots[arg]
+            names = find_pools(self, slot)
+            if not names:
+                kinds = '/'.join(t.__name__ for t in slot.pool_type)
+                raise ValueError(
+                    f'{owner}: {arg}={cfg!r} was given, but this backbone has '
+                    f'no {kinds} named like {slot.pattern!r} to replace'
+                    f'{slot.hint}')
+            for name in names:
+                replaced = self.get_submodule(name)
+                replace_module(self, name,
+                               build_pool(cfg, replaced, owner, arg))

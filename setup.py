@@ -1,0 +1,81 @@
+"""Builds mmsoftpool and its compiled operator library mmsoftpool._C.
+
+CPU kernels always; CUDA kernels too when CUDA is available or FORCE_CUDA=1
+(nvcc and CUDA_HOME needed, no GPU). Build against the torch that will import
+it: ``pip install --no-build-isolation -e .``.
+"""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import (BuildExtension, CppExtension,
+                                       CUDAExtension)
+
+ROOT = Path(__file__).resolve().parent
+
+
+def read_version():
+    namespace = {}
+    exec((ROOT / 'mmsoftpool' / 'version.py').read_text(), namespace)
+    return namespace['__version__']
+
+
+def make_extension():
+    import torch
+    sources = ['csrc/soft_pool.cpp', 'csrc/cpu/soft_pool_cpu.cpp']
+    # No -ffast-math: the kernels rely on IEEE infinities and NaNs.
+    cxx_flags = ['-O3']
+    if torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1':
+        sources.append('csrc/cuda/soft_pool_cuda.cu')
+        return CUDAExtension(
+            'mmsoftpool._C',
+            sources,
+            extra_compile_args=dict(cxx=cxx_flags, nvcc=['-O3']))
+    return CppExtension(
+        'mmsoftpool._C', sources, extra_compile_args=dict(cxx=cxx_flags))
+
+
+def ship_configs():
+    """Put configs/ in the package as mmsoftpool/.mim/configs (as mmdet does), so
+    that ``_base_ = 'mmsoftpool::retinanet/...'`` resolves from any project.
+
+    A symlink for editable installs, a copy when building a wheel or sdist.
+    """
+    target = ROOT / 'mmsoftpool' / '.mim' / 'configs'
+    target.parent.mkdir(exist_ok=True)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    if any(cmd in sys.argv for cmd in ('bdist_wheel', 'sdist')):
+        shutil.copytree(ROOT / 'configs', target)
+    else:
+        target.symlink_to(Path('..', '..', 'configs'))
+    return [
+        str(Path('.mim', 'configs', path.relative_to(ROOT / 'configs')))
+        for path in (ROOT / 'configs').rglob('*.py')
+    ]
+
+
+setup(
+    name='mmsoftpool',
+    version=read_version(),
+    description='SoftPool (ICCV 2021) for MMEngine, MMDetection and MMPretrain',
+    long_description=(ROOT / 'README.md').read_text()
+    if (ROOT / 'README.md').exists() else '',
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.9',
+    packages=find_packages(include=['mmsoftpool', 'mmsoftpool.*']),
+    package_data={'mmsoftpool': ship_configs()},
+    install_requires=['torch>=2.4', 'mmengine>=0.10', 'mmcv>=2.0,<2.2', 'mmdet>=3.0'],
+    extras_require={
+        'cls': ['mmpretrain>=1.0'],
+        'tests': ['pytest', 'scikit-image', 'statsmodels'],
+    },
+    ext_modules=[make_extension()],
+    cmdclass={'build_ext': BuildExtension},
+    zip_safe=False,
+)

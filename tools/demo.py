@@ -1,0 +1,256 @@
+"""Train and evaluate a detector on the generated demo dataset, on CPU.
+
+Creates the dataset on first use, trains with ``tools/train.py`` and a config
+under ``configs/demo/`` (mmdet's CocoMetric scores the val split during and at
+the end of training), then writes beside the run:
+
+* ``metrics.json``: the final validation metrics, keyed as CocoMetric names
+  them (``coco/bbox_mAP``, ``coco/bbox_mAP_50``, ...);
+* ``results.bbox.json`` (and ``results.segm.json``): the val predictions in
+  COCO's result format, as CocoMetric dumped them;
+* ``predictions.png``: ground truth (left) and predictions (right) on a few
+  val images, drawn by mmdet's DetLocalVisualizer.
+
+Example::
+
+    python tools/demo.py --detector retinanet --pool softpool
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)  # run from a checkout without installing
+
+from mmsoftpool.datasets import ensure_demo_dataset  # noqa: E402
+
+CONFIGS = {
+    ('retinanet', 'softpool'): 'retinanet_r18_softpool_demo.py',
+    ('retinanet', 'max'): 'retinanet_r18_maxpool_demo.py',
+    ('mask_rcnn', 'softpool'): 'mask-rcnn_r18_softpool_demo.py',
+    ('mask_rcnn', 'max'): 'mask-rcnn_r18_maxpool_demo.py',
+}
+METRIC_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train and evaluate a SoftPool (or max-pool) detector on '
+        'the generated demo dataset')
+    parser.add_argument(
+        '--detector', choices=('retinanet', 'mask_rcnn'), default='retinanet')
+    parser.add_argument(
+        '--pool',
+        choices=('softpool', 'max'),
+        default='softpool',
+        help='pooling of the backbone stem')
+    parser.add_argument(
+        '--data-root',
+        default='data/demo',
+        help='where the dataset is generated on first use')
+    parser.add_argument(
+        '--work-dir',
+        help='defaults to work_dirs/demo/<detector>_<pool>')
+    parser.add_argument(
+        '--num-train',
+        type=int,
+        default=64,
+        help='number of generated training images')
+    parser.add_argument(
+        '--num-val',
+        type=int,
+        default=32,
+        help='number of generated validation images')
+    parser.add_argument(
+        '--show-images',
+        type=int,
+        default=4,
+        help='number of val images drawn in predictions.png')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        help='passed on to tools/train.py, e.g. train_cfg.max_epochs=2')
+    args = parser.parse_args(argv)
+    if args.show_images < 1:
+        parser.error(f'--show-images must be positive, got {args.show_images}')
+    return args
+
+
+def read_final_metrics(work_dir: str, since: float) -> dict:
+    """CocoMetric's values from the last validation of the run just made.
+
+    MMEngine's LoggerHook appends every validation result to
+    ``<work_dir>/<timestamp>/vis_data/scalars.json``; the last record must
+    come from the last training epoch.
+    """
+    logs = [
+        path for path in glob.glob(
+            osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+        if osp.getmtime(path) >= since
+    ]
+    if not logs:
+        raise FileNotFoundError(
+            f'no scalars.json written under {work_dir} by this run')
+    log = max(logs, key=osp.getmtime)
+    with open(log) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    vals = [r for r in records if 'coco/bbox_mAP' in r]
+    trains = [r for r in records if 'loss' in r]
+    if not vals or not trains:
+        raise ValueError(f'{log} holds no validation result (CocoMetric '
+                         'finds no detection at all on an untrained model)')
+    last_epoch = trains[-1]['epoch']
+    if vals[-1]['step'] != last_epoch:
+        raise ValueError(f'{log}: the last validation is of epoch '
+                         f'{vals[-1]["step"]}, training ended at epoch '
+                         f'{last_epoch}')
+    return {k: v for k, v in vals[-1].items() if k.startswith('coco/')}
+
+
+def format_table(metrics: dict) -> str:
+    """COCO AP by IoU type, as a small Markdown table."""
+    iou_types = [t for t in ('bbox', 'segm') if f'coco/{t}_mAP' in metrics]
+    lines = [
+        '| metric | ' + ' | '.join(iou_types) + ' |',
+        '| --- |' + ' --- |' * len(iou_types)
+    ]
+    for name in METRIC_NAMES:
+        cells = [f'{metrics[f"coco/{t}_{name}"]:.3f}' for t in iou_types]
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def _instances(records, cat_to_label, image_shape):
+    """COCO-format annotations or results as mmdet's InstanceData."""
+    import numpy as np
+    import torch
+    from mmengine.structures import InstanceData
+    from pycocotools import mask as mask_utils
+
+    instances = InstanceData()
+    instances.bboxes = torch.tensor(
+        [[x, y, x + w, y + h] for x, y, w, h in (r['bbox'] for r in records)],
+        dtype=torch.float32).reshape(-1, 4)
+    instances.labels = torch.tensor(
+        [cat_to_label[r['category_id']] for r in records], dtype=torch.long)
+    instances.scores = torch.tensor([r.get('score', 1.0) for r in records])
+    if records and 'segmentation' in records[0]:
+        height, width = image_shape
+        masks = []
+        for r in records:
+            segm = r['segmentation']
+            if isinstance(segm, list):  # polygons (ground truth)
+                segm = mask_utils.merge(
+                    mask_utils.frPyObjects(segm, height, width))
+            masks.append(mask_utils.decode(segm).astype(bool))
+        instances.masks = np.stack(masks)
+    return instances
+
+
+def draw_predictions(result_file: str, ann_file: str, img_dir: str,
+                     out_file: str, num_images: int) -> None:
+    """Ground truth beside predictions for the first val images, one PNG."""
+    import mmcv
+    import numpy as np
+    from mmdet.structures import DetDataSample
+    from mmdet.visualization import DetLocalVisualizer
+    from mmengine.config import Config
+
+    with open(ann_file) as f:
+        coco = json.load(f)
+    with open(result_file) as f:
+        results = json.load(f)
+    cat_ids = sorted(c['id'] for c in coco['categories'])
+    cat_to_label = {cat_id: label for label, cat_id in enumerate(cat_ids)}
+    names = {c['id']: c['name'] for c in coco['categories']}
+    palette = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/demo/_base_/demo_shapes_detection.py')
+    ).metainfo['palette']
+
+    visualizer = DetLocalVisualizer(
+        name=f'demo_predictions_{time.time()}', line_width=1, alpha=0.5)
+    visualizer.dataset_meta = dict(
+        classes=[names[i] for i in cat_ids], palette=palette)
+    panels = []
+    for image_info in sorted(coco['images'], key=lambda i: i['id'])[:num_images]:
+        image = mmcv.imread(
+            osp.join(img_dir, image_info['file_name']), channel_order='rgb')
+        shape = image.shape[:2]
+        sample = DetDataSample()
+        sample.gt_instances = _instances(
+            [a for a in coco['annotations'] if a['image_id'] == image_info['id']],
+            cat_to_label, shape)
+        sample.pred_instances = _instances(
+            [r for r in results if r['image_id'] == image_info['id']],
+            cat_to_label, shape)
+        visualizer.add_datasample(
+            image_info['file_name'], image, sample, draw_gt=True, show=False)
+        panels.append(visualizer.get_image())
+    columns = 2 if len(panels) > 1 else 1
+    while len(panels) % columns:
+        panels.append(np.zeros_like(panels[0]))
+    rows = [
+        np.hstack(panels[i:i + columns])
+        for i in range(0, len(panels), columns)
+    ]
+    mmcv.imwrite(mmcv.rgb2bgr(np.vstack(rows)), out_file)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = osp.join(REPO_ROOT, 'configs', 'demo',
+                      CONFIGS[(args.detector, args.pool)])
+    work_dir = args.work_dir or osp.join('work_dirs', 'demo',
+                                         f'{args.detector}_{args.pool}')
+    ann_files = ensure_demo_dataset(args.data_root, args.num_train,
+                                    args.num_val)
+    data_root = args.data_root.rstrip('/') + '/'
+    outfile_prefix = osp.join(work_dir, 'results')
+    overrides = [
+        f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}',
+        f'test_dataloader.dataset.data_root={data_root}',
+        f'val_evaluator.ann_file={ann_files["val"]}',
+        f'test_evaluator.ann_file={ann_files["val"]}',
+        # CocoMetric dumps its COCO-format results there at each validation.
+        f'val_evaluator.outfile_prefix={outfile_prefix}',
+    ] + args.cfg_options
+    command = [
+        sys.executable,
+        osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
+        work_dir, '--cfg-options', *overrides
+    ]
+    print('[demo] ' + ' '.join(command), flush=True)
+    start = time.time()
+    subprocess.run(command, check=True)
+    train_seconds = time.time() - start
+
+    metrics = read_final_metrics(work_dir, start)
+    metrics_file = osp.join(work_dir, 'metrics.json')
+    with open(metrics_file, 'w') as f:
+        json.dump(metrics, f, indent=2)
+
+    iou_type = 'segm' if f'{outfile_prefix}.segm.json' in glob.glob(
+        f'{outfile_prefix}.*.json') else 'bbox'
+    result_file = f'{outfile_prefix}.{iou_type}.json'
+    if osp.getmtime(result_file) < start:
+        raise FileNotFoundError(f'{result_file} was not written by this run')
+    png_file = osp.join(work_dir, 'predictions.png')
+    draw_predictions(result_file, ann_files['val'],
+                     osp.join(args.data_root, 'val'), png_file,
+                     args.show_images)
+
+    print(f'\n[demo] {args.detector} with {args.pool} pooling: COCO AP on '
+          f'the {args.num_val} val images after {train_seconds / 60:.1f} '
+          'min of training\n' + format_table(metrics))
+    print(f'[demo] metrics: {metrics_file}\n[demo] predictions: {png_file}')
+
+
+if __name__ == '__main__':
+    main()

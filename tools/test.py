@@ -1,0 +1,125 @@
+"""Test (and evaluate) a detector or classifier checkpoint.
+
+Thin over MMEngine's Runner, with the flags of MMDetection's tools/test.py.
+The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import DictAction
+from mmengine.registry import METRICS, RUNNERS
+from mmengine.runner import Runner
+
+import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
+from mmsoftpool.launch import load_config, setup_distributed
+
+# What differs between the libraries: the metric that dumps predictions
+# (--out) and the switches of the visualization hook (--show, --show-dir).
+DUMP_METRIC = {'mmdet': 'DumpDetResults', 'mmpretrain': 'DumpResults'}
+VISUALIZATION_KEYS = {
+    'mmdet': dict(on='draw', out_dir='test_out_dir'),
+    'mmpretrain': dict(on='enable', out_dir='out_dir'),
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help='the directory to save the file containing evaluation metrics')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved. '
+        'If specified, it will be automatically saved '
+        'to the work_dir/timestamp/show_dir')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def library_of(cfg, option):
+    """The library (default_scope) of ``cfg``, one that ``option`` knows."""
+    scope = cfg.get('default_scope')
+    if scope not in DUMP_METRIC:
+        raise ValueError(
+            f'{option}: supported for configs with default_scope '
+            f'{" or ".join(DUMP_METRIC)}, got default_scope={scope!r}')
+    return scope
+
+
+def enable_visualization(cfg, args):
+    keys = VISUALIZATION_KEYS[library_of(cfg, '--show/--show-dir')]
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise RuntimeError(
+            '--show/--show-dir: the config has no default_hooks.'
+            'visualization (the library\'s VisualizationHook) to draw with')
+    hook[keys['on']] = True
+    if args.show:
+        hook.show = True
+        hook.wait_time = args.wait_time
+    if args.show_dir:
+        hook[keys['out_dir']] = args.show_dir
+
+
+def main():
+    args = parse_args()
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise ValueError(
+            f'--out must name a .pkl or .pickle file, got --out {args.out}')
+    # Local files are checked before the model is built; URLs
+    # (https://, torchvision://, ...) are left to MMEngine's loaders.
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(
+            f'checkpoint: no such file {args.checkpoint!r}')
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    dump_metric = (
+        DUMP_METRIC[library_of(cfg, '--out')] if args.out else None)
+
+    setup_distributed(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    if dump_metric is not None:
+        # Built after the Runner so that the config's scope is the default.
+        runner.test_evaluator.metrics.append(
+            METRICS.build(dict(type=dump_metric, out_file_path=args.out)))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
