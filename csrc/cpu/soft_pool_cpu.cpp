@@ -135,9 +135,11 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
               ", input ", input.scalar_type(), ", log_norm ", log_norm.scalar_type(), ")");
   const auto format = pooling_memory_format(input);
   // Accumulate in the accumulation type; reduced precision is rounded once at the end.
-  at::Tensor grad_input = at::zeros(
-      input.sizes(),
-      input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format));
+  // (at::zeros would drop the memory format.)
+  at::Tensor grad_input =
+      at::empty(input.sizes(),
+                input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format))
+          .zero_();
   if (input.numel() > 0) {
     const at::Tensor grad5 = as_5d(grad_output), input5 = as_5d(input),
                      log_norm5 = as_5d(log_norm);

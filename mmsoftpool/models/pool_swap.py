@@ -50,9 +50,12 @@ def _as_tuple(value, dim: int) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, ) * dim
 
 
-def build_pool(cfg: dict, replaced: nn.Module, owner: str,
+def build_pool(cfg: dict, replaced: nn.Module, name: str, owner: str,
                arg: str) -> nn.Module:
     """Build the pooling layer that replaces ``replaced``.
+
+    ``name`` (the module's dotted name), ``owner`` (the backbone class) and
+    ``arg`` (the config argument) only serve the error messages.
 
     If ``cfg`` gives no ``kernel_size``, the kernel size, stride, padding and
     ceil mode of ``replaced`` are used (e.g. ``dict(type='SoftPool2d')`` for
@@ -63,12 +66,12 @@ def build_pool(cfg: dict, replaced: nn.Module, owner: str,
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise TypeError(f'{owner}: {arg} must be a dict with a "type" key '
                         f'(e.g. dict(type="SoftPool2d")), got {arg}={cfg!r}')
-    cfg = copy.deepcopy(dict(cfg))
+    given = dict(cfg)  # as written in the config, for the messages
+    cfg = copy.deepcopy(given)
     if 'kernel_size' not in cfg:
         for key in GEOMETRY_KEYS:
             if key not in cfg and hasattr(replaced, key):
                 cfg[key] = getattr(replaced, key)
-    requested = dict(cfg)
     pool_type = cfg['type']
     try:
         pool = MODELS.build(cfg)
@@ -81,7 +84,7 @@ def build_pool(cfg: dict, replaced: nn.Module, owner: str,
         if registered:
             raise  # a KeyError from inside a registered layer
         raise ValueError(
-            f'{owner}: {arg}={requested!r}: unknown pooling type '
+            f'{owner}: {arg}={given!r}: unknown pooling type '
             f'{pool_type!r}, it is not registered in MMEngine\'s MODELS '
             'registry. SoftPool layers are SoftPool1d/2d/3d, registered by '
             "custom_imports=dict(imports=['mmsoftpool'], "
@@ -93,9 +96,9 @@ def build_pool(cfg: dict, replaced: nn.Module, owner: str,
         dim = len(_as_tuple(new_stride, 1))
         if _as_tuple(old_stride, dim) != _as_tuple(new_stride, dim):
             raise ValueError(
-                f'{owner}: {arg}={requested!r} gives stride '
+                f'{owner}: {arg}={given!r} gives stride '
                 f'{tuple(_as_tuple(new_stride, dim))}, but the '
-                f'{type(replaced).__name__} it replaces has stride '
+                f'{type(replaced).__name__} it replaces at {name} has stride '
                 f'{tuple(_as_tuple(old_stride, dim))}; the replacement must '
                 'keep the stride (leave out kernel_size to copy the '
                 "replaced layer's kernel_size, stride, padding and ceil_mode)")
@@ -141,4 +144,4 @@ class PoolSwapMixin:
             for name in names:
                 replaced = self.get_submodule(name)
                 replace_module(self, name,
-                               build_pool(cfg, replaced, owner, arg))
+                               build_pool(cfg, replaced, name, owner, arg))

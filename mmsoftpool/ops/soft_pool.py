@@ -28,7 +28,12 @@ _backward_op = torch.ops.mmsoftpool.soft_pool_backward
 
 
 def _as_tuple(value, dim: int, name: str, caller: str) -> Tuple[int, ...]:
-    values = (value, ) * dim if isinstance(value, int) else tuple(value)
+    if isinstance(value, int):
+        values = (value, ) * dim
+    elif isinstance(value, (tuple, list)):
+        values = tuple(value)
+    else:
+        values = ()
     if len(values) != dim or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ValueError(f'{caller}: {name} must be an int or a tuple of '
@@ -113,16 +118,21 @@ def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 def _forward_fake(input, kernel_size, stride, padding, ceil_mode):
     shape = _output_shape(input, kernel_size, stride, padding, ceil_mode)
     memory_format = suggest_memory_format(input)
-    output = input.new_empty(shape, memory_format=memory_format)
-    lse = input.new_empty(
+    output = torch.empty(
+        shape,
+        dtype=input.dtype,
+        device=input.device,
+        memory_format=memory_format)
+    log_norm = torch.empty(
         shape,
         dtype=_accumulate_dtype(input.dtype),
+        device=input.device,
         memory_format=memory_format)
-    return output, lse
+    return output, log_norm
 
 
 @torch.library.register_fake('mmsoftpool::soft_pool_backward')
-def _backward_fake(grad_output, input, lse, kernel_size, stride, padding,
+def _backward_fake(grad_output, input, log_norm, kernel_size, stride, padding,
                    ceil_mode):
     return torch.empty_like(
         input, memory_format=suggest_memory_format(input))
@@ -130,15 +140,15 @@ def _backward_fake(grad_output, input, lse, kernel_size, stride, padding,
 
 def _setup_context(ctx, inputs, output):
     input, kernel_size, stride, padding, ceil_mode = inputs
-    _, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(input, lse)
+    _, log_norm = output
+    ctx.mark_non_differentiable(log_norm)
+    ctx.save_for_backward(input, log_norm)
     ctx.pool_args = (kernel_size, stride, padding, ceil_mode)
 
 
-def _backward(ctx, grad_output, _grad_lse):
-    input, lse = ctx.saved_tensors
-    grad_input = _backward_op(grad_output, input, lse, *ctx.pool_args)
+def _backward(ctx, grad_output, _grad_log_norm):
+    input, log_norm = ctx.saved_tensors
+    grad_input = _backward_op(grad_output, input, log_norm, *ctx.pool_args)
     return grad_input, None, None, None, None
 
 

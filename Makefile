@@ -1,0 +1,47 @@
+# The README's two commands: `make demo` (the main job) and `make test`.
+# Each creates what it needs on first use: .venv with the pinned stack
+# (requirements/stack.txt, mmcv built from source and cached under ~/.cache),
+# then this package, editable, with its compiled operator library.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK_STAMP := $(VENV)/.stack-installed
+BUILD_STAMP := $(VENV)/.mmsoftpool-built
+SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
+DETECTOR ?= retinanet
+POOL ?= softpool
+# CUDA compile check (no GPU needed): nvcc, CUDA_HOME and the CUDA headers of torch's wheels.
+NVCC := $(shell command -v nvcc 2>/dev/null)
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(realpath $(dir $(NVCC))..))
+
+.PHONY: demo test venv build cuda-check
+
+demo: build
+	$(PY) tools/demo.py --detector $(DETECTOR) --pool $(POOL)
+
+test: build
+	$(PY) -m pytest tests
+ifneq ($(NVCC),)
+	$(MAKE) cuda-check
+endif
+
+venv: $(STACK_STAMP)
+build: $(BUILD_STAMP)
+
+$(STACK_STAMP): requirements/stack.txt tools/setup_venv.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/setup_venv.sh
+	touch $@
+
+$(BUILD_STAMP): $(STACK_STAMP) $(SOURCES)
+	$(PY) -m pip install --disable-pip-version-check --no-build-isolation --no-deps -e .
+	touch $@
+
+# Compiles the CUDA kernels for the H100 (sm_90) into a temporary directory, so
+# the installed CPU build is left alone; fails if a CUDA source does not compile.
+cuda-check: $(STACK_STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	echo "[cuda-check] compiling the CUDA kernels (sm_90) in $$tmp" && \
+	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 CUDA_HOME=$(CUDA_HOME) MAX_JOBS=2 \
+	CPATH=$$(ls -d $(VENV)/lib/python3*/site-packages/nvidia/cu*/include | tr '\n' ':') \
+	$(PY) setup.py -q build_ext --build-temp "$$tmp/temp" --build-lib "$$tmp/lib" && \
+	ls "$$tmp"/lib/mmsoftpool/_C*.so && echo "[cuda-check] CUDA sources compile"

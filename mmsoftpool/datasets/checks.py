@@ -1,0 +1,265 @@
+"""Check a config's data before the Runner is built, so that a wrong path or a
+damaged file fails at once with its name instead of deep inside a dataloader
+or an evaluator (or, worse, is silently skipped by mmdet's ``CocoDataset``).
+
+What :func:`check_data_config` checks for each dataloader it is asked about
+(dataset wrappers such as ``RepeatDataset`` or ``ConcatDataset`` are followed):
+
+- ``data_root``, ``ann_file`` and ``data_prefix`` folders exist;
+- for COCO-style datasets (subclasses of mmdet's ``CocoDataset``) and for
+  the ``ann_file`` of ``CocoMetric``-like evaluators: the annotation file is
+  COCO JSON (``images``, ``annotations``, ``categories`` with their required
+  fields, no duplicate ids, annotations that refer to listed images and
+  categories), it lists images, the training set lists annotations, and every
+  class name of the dataset's ``metainfo`` is one of its categories;
+- every image listed is a non-empty file that PIL recognises as an image
+  (``PIL.Image.verify``: header, and for PNG the chunk checksums).
+
+Remote paths (``s3://`` and the like) are not checked.
+"""
+import json
+import os.path as osp
+from typing import Iterator, Sequence, Tuple
+
+from mmengine.config import Config
+from mmengine.registry import DATASETS
+from PIL import Image
+
+_SHOWN = 10  # problems listed in one message; the rest are counted
+_IMAGE_FIELDS = ('id', 'file_name', 'width', 'height')
+_ANNOTATION_FIELDS = ('id', 'image_id', 'category_id', 'bbox', 'area',
+                      'iscrowd')
+_CATEGORY_FIELDS = ('id', 'name')
+
+
+def _is_remote(path: str) -> bool:
+    return '://' in str(path)
+
+
+def _listed(problems: Sequence[str]) -> str:
+    more = len(problems) - _SHOWN
+    return '\n  ' + '\n  '.join(problems[:_SHOWN]) + (
+        f'\n  ... and {more} more' if more > 0 else '')
+
+
+def _join(root: str, path: str) -> str:
+    """A dataset path as mmengine's BaseDataset resolves it."""
+    return path if osp.isabs(path) or not root else osp.join(root, path)
+
+
+def load_coco_json(path: str, where: str, need_annotations: bool) -> dict:
+    """Read ``path`` and check that it is COCO-format annotation JSON.
+
+    ``where`` names the config key the path came from, for the messages.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{where}: annotation file {path!r} does not exist')
+    if osp.getsize(path) == 0:
+        raise ValueError(f'{where}: annotation file {path!r} is empty')
+    try:
+        with open(path, encoding='utf-8') as f:
+            coco = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f'{where}: annotation file {path!r} is not valid '
+                         f'JSON ({err})') from None
+    not_coco = f'{where}: annotation file {path!r} is not COCO-format JSON'
+    if not isinstance(coco, dict):
+        raise ValueError(f'{not_coco}: its top level is a '
+                         f'{type(coco).__name__}, not an object')
+    required = ('images', 'annotations',
+                'categories') if need_annotations else ('images',
+                                                        'categories')
+    missing = [key for key in required if key not in coco]
+    if missing:
+        raise ValueError(f'{not_coco}: it has no {", ".join(missing)} '
+                         f'(top-level keys: {sorted(coco)})')
+    for key in ('images', 'annotations', 'categories'):
+        if key in coco and not isinstance(coco[key], list):
+            raise ValueError(f'{not_coco}: "{key}" is a '
+                             f'{type(coco[key]).__name__}, not a list')
+    if not coco['images']:
+        raise ValueError(f'{where}: annotation file {path!r} lists no images')
+    if not coco['categories']:
+        raise ValueError(
+            f'{where}: annotation file {path!r} lists no categories')
+    if need_annotations and not coco['annotations']:
+        raise ValueError(
+            f'{where}: annotation file {path!r} lists no annotations')
+
+    problems = []
+    ids = {}
+    for key, fields in (('images', _IMAGE_FIELDS),
+                        ('categories', _CATEGORY_FIELDS),
+                        ('annotations', _ANNOTATION_FIELDS)):
+        seen = set()
+        for index, entry in enumerate(coco.get(key, [])):
+            absent = [f for f in fields if not isinstance(entry, dict)
+                      or f not in entry]
+            if absent:
+                problems.append(f'{key}[{index}] lacks {", ".join(absent)}')
+                continue
+            if entry['id'] in seen:
+                problems.append(f'{key}[{index}] repeats id {entry["id"]!r}')
+            seen.add(entry['id'])
+        ids[key] = seen
+    for index, ann in enumerate(coco.get('annotations', [])):
+        if not isinstance(ann, dict):
+            continue
+        if 'image_id' in ann and ann['image_id'] not in ids['images']:
+            problems.append(f'annotations[{index}] refers to image_id '
+                            f'{ann["image_id"]!r}, which is not listed')
+        if ('category_id' in ann
+                and ann['category_id'] not in ids['categories']):
+            problems.append(f'annotations[{index}] refers to category_id '
+                            f'{ann["category_id"]!r}, which is not listed')
+        bbox = ann.get('bbox')
+        if 'bbox' in ann and not (isinstance(bbox, list) and len(bbox) == 4
+                                  and all(isinstance(v, (int, float))
+                                          for v in bbox)):
+            problems.append(
+                f'annotations[{index}] has bbox {bbox!r}, not [x, y, w, h]')
+    if problems:
+        raise ValueError(f'{not_coco} ({len(problems)} problems):' +
+                         _listed(problems))
+    return coco
+
+
+def check_images(coco: dict, img_dir: str, where: str, ann_file: str) -> None:
+    """Every image ``coco`` lists is a non-empty file PIL can read."""
+    problems = []
+    for image in coco['images']:
+        path = osp.join(img_dir, image['file_name'])
+        if not osp.isfile(path):
+            problems.append(f'{path!r}: no such file')
+        elif osp.getsize(path) == 0:
+            problems.append(f'{path!r}: empty file')
+        else:
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except Exception as err:  # PIL raises many types for bad files
+                problems.append(f'{path!r}: not a readable image ({err})')
+    if problems:
+        raise ValueError(
+            f'{where}: {len(problems)} of the {len(coco["images"])} images '
+            f'listed in {ann_file!r} cannot be read:' + _listed(problems))
+
+
+def _leaf_datasets(dataset: dict, where: str) -> Iterator[Tuple[dict, str]]:
+    """The datasets that read files, through wrappers (``dataset`` or
+    ``datasets`` keys)."""
+    if 'dataset' in dataset:
+        yield from _leaf_datasets(dataset['dataset'], f'{where}.dataset')
+    elif 'datasets' in dataset:
+        for index, child in enumerate(dataset['datasets']):
+            yield from _leaf_datasets(child, f'{where}.datasets[{index}]')
+    else:
+        yield dataset, where
+
+
+def _dataset_class(dataset: dict, scope: str):
+    if not isinstance(dataset['type'], str):
+        return dataset['type']
+    with DATASETS.switch_scope_and_registry(scope) as registry:
+        cls = registry.get(dataset['type'])
+    if cls is None:
+        raise KeyError(f'dataset type {dataset["type"]!r} is not registered '
+                       f'in scope {scope!r}')
+    return cls
+
+
+def _is_coco_dataset(cls) -> bool:
+    try:
+        from mmdet.datasets import CocoDataset
+    except ImportError:  # a classification-only setup
+        return False
+    return issubclass(cls, CocoDataset)
+
+
+def check_dataset(dataset: dict, where: str, scope: str,
+                  need_annotations: bool) -> None:
+    """Check one dataset config (no wrapper)."""
+    data_root = dataset.get('data_root') or ''
+    if _is_remote(data_root):
+        return
+    if data_root and not osp.isdir(data_root):
+        raise FileNotFoundError(
+            f'{where}.data_root: folder {data_root!r} does not exist')
+    for key, prefix in (dataset.get('data_prefix') or {}).items():
+        folder = _join(data_root, prefix)
+        if prefix and not _is_remote(prefix) and not osp.isdir(folder):
+            raise FileNotFoundError(
+                f'{where}.data_prefix.{key}: folder {folder!r} does not exist')
+    ann_file = dataset.get('ann_file') or ''
+    if not ann_file or _is_remote(ann_file):
+        return
+    ann_path = _join(data_root, ann_file)
+    cls = _dataset_class(dataset, scope)
+    if not _is_coco_dataset(cls):
+        if not osp.isfile(ann_path):
+            raise FileNotFoundError(
+                f'{where}.ann_file: file {ann_path!r} does not exist')
+        return
+
+    coco = load_coco_json(ann_path, f'{where}.ann_file', need_annotations)
+    classes = (dataset.get('metainfo') or {}).get(
+        'classes', cls.METAINFO.get('classes', ()))
+    names = {category['name'] for category in coco['categories']}
+    absent = [name for name in classes if name not in names]
+    if absent:
+        # CocoDataset would drop these classes' objects without a word.
+        raise ValueError(
+            f'{where}: {len(absent)} of the dataset\'s {len(classes)} '
+            f'classes are not categories of {ann_path!r}: {absent[:_SHOWN]} '
+            f'(its categories: {sorted(names)[:_SHOWN]}); set '
+            f'{where}.metainfo.classes to the names it uses')
+    img_prefix = (dataset.get('data_prefix') or {}).get('img', '')
+    check_images(coco, _join(data_root, img_prefix), where, ann_path)
+
+
+def _evaluators(evaluator, where: str) -> Iterator[Tuple[dict, str]]:
+    if isinstance(evaluator, dict) and 'metrics' in evaluator:
+        evaluator, where = evaluator['metrics'], f'{where}.metrics'
+    if isinstance(evaluator, dict):
+        yield evaluator, where
+    elif isinstance(evaluator, (list, tuple)):
+        for index, metric in enumerate(evaluator):
+            yield metric, f'{where}[{index}]'
+
+
+def check_data_config(cfg: Config,
+                      splits: Sequence[str] = ('train', 'val',
+                                               'test')) -> None:
+    """Check the data of ``cfg``'s ``{split}_dataloader`` and
+    ``{split}_evaluator`` for each of ``splits`` the config has.
+
+    ``tools/train.py`` checks ``('train', 'val')``, ``tools/test.py``
+    ``('test',)``. Raises ``FileNotFoundError`` or ``ValueError`` naming the
+    config key and the file.
+    """
+    unknown = set(splits) - {'train', 'val', 'test'}
+    if unknown:
+        raise ValueError(f'splits must be among train, val, test; got '
+                         f'{sorted(unknown)}')
+    scope = cfg.get('default_scope', None)
+    for split in splits:
+        dataloader = cfg.get(f'{split}_dataloader', None)
+        if dataloader:
+            where = f'{split}_dataloader.dataset'
+            for dataset, leaf in _leaf_datasets(dataloader['dataset'],
+                                                where):
+                check_dataset(
+                    dataset,
+                    leaf,
+                    scope,
+                    need_annotations=split == 'train')
+        for metric, where in _evaluators(
+                cfg.get(f'{split}_evaluator', None), f'{split}_evaluator'):
+            ann_file = metric.get('ann_file')
+            if ann_file and not _is_remote(ann_file):
+                # Scoring needs ground truth; format_only just writes results.
+                load_coco_json(
+                    ann_file,
+                    f'{where}.ann_file',
+                    need_annotations=not metric.get('format_only', False))

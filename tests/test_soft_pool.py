@@ -1,0 +1,337 @@
+"""The SoftPool op against its float64 reference, PyTorch's pooling rules and
+the gradient, on every available device."""
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmsoftpool import SoftPool1d, SoftPool2d, SoftPool3d
+from mmsoftpool.ops import soft_pool1d, soft_pool2d, soft_pool3d
+from mmsoftpool.ops.reference import soft_pool_reference
+
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+SOFT_POOL = {1: soft_pool1d, 2: soft_pool2d, 3: soft_pool3d}
+MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def random_case(rng: random.Random, dim: int):
+    """A random valid (shape, kernel, stride, padding, ceil_mode) for dim."""
+    while True:
+        kernel = tuple(rng.randint(1, 4) for _ in range(dim))
+        stride = tuple(rng.randint(1, 4) for _ in range(dim))
+        padding = tuple(rng.randint(0, k // 2) for k in kernel)
+        ceil_mode = rng.random() < 0.5
+        sizes = tuple(rng.randint(1, 9 if dim < 3 else 6) for _ in range(dim))
+        shape = (rng.randint(0, 2) if rng.random() < 0.1 else rng.randint(1, 2),
+                 rng.randint(1, 3)) + sizes
+        try:
+            MAX_POOL[dim](torch.empty(shape), kernel, stride, padding,
+                          ceil_mode=ceil_mode)
+        except RuntimeError:
+            continue  # the output would be empty: not a valid case
+        return shape, kernel, stride, padding, ceil_mode
+
+
+CASES = [(dim, ) + random_case(random.Random(1000 * dim + i), dim)
+         for dim in (1, 2, 3) for i in range(25)]
+
+
+def layouts(x: torch.Tensor):
+    """The same values in several memory layouts."""
+    yield 'contiguous', x
+    # Non-contiguous: every other element of a wider tensor.
+    wide = torch.empty(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype,
+                       device=x.device)
+    wide[..., ::2] = x
+    yield 'strided', wide[..., ::2]
+    if x.dim() == 4:
+        yield 'channels_last', x.contiguous(memory_format=torch.channels_last)
+    if x.dim() == 5:
+        yield 'channels_last_3d', x.contiguous(
+            memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dim,shape,kernel,stride,padding,ceil_mode', CASES)
+def test_matches_reference_and_max_pool_shape(device, dim, shape, kernel,
+                                              stride, padding, ceil_mode):
+    x = torch.randn(shape, dtype=torch.float64, device=device) * 3
+    expected = soft_pool_reference(x, kernel, stride, padding, ceil_mode)
+    for name, xl in layouts(x):
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+            y = SOFT_POOL[dim](xl.to(dtype), kernel, stride, padding, ceil_mode)
+            max_y = MAX_POOL[dim](
+                xl.to(dtype), kernel, stride, padding, ceil_mode=ceil_mode)
+            assert y.shape == max_y.shape, name
+            assert y.stride() == max_y.stride(), name
+            torch.testing.assert_close(
+                y.double(), expected, rtol=tol, atol=tol, msg=name)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dim,shape,kernel,stride,padding,ceil_mode',
+                         CASES[::3])
+def test_gradient_matches_reference(device, dim, shape, kernel, stride,
+                                    padding, ceil_mode):
+    x = torch.randn(shape, dtype=torch.float64, device=device) * 3
+    ref_x = x.clone().requires_grad_()
+    ref_y = soft_pool_reference(ref_x, kernel, stride, padding, ceil_mode)
+    grad = torch.randn_like(ref_y)
+    (expected, ) = torch.autograd.grad(ref_y, ref_x, grad)
+    for name, xl in layouts(x):
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+            xd = xl.to(dtype).requires_grad_()
+            y = SOFT_POOL[dim](xd, kernel, stride, padding, ceil_mode)
+            (dx, ) = torch.autograd.grad(y, xd, grad.to(dtype))
+            max_x = xl.to(dtype).requires_grad_()
+            max_y = MAX_POOL[dim](
+                max_x, kernel, stride, padding, ceil_mode=ceil_mode)
+            (max_dx, ) = torch.autograd.grad(max_y, max_x, grad.to(dtype))
+            assert dx.stride() == max_dx.stride(), name
+            torch.testing.assert_close(
+                dx.double(), expected, rtol=tol, atol=tol, msg=name)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dim,kernel,stride,padding,ceil_mode', [
+    (1, 3, 2, 1, True),
+    (2, (2, 2), None, 0, False),
+    (2, (3, 3), (2, 2), (1, 1), True),
+    (2, (3, 2), (1, 2), (1, 0), False),
+    (3, (2, 3, 2), (1, 2, 2), (1, 1, 0), True),
+])
+def test_gradcheck(device, dim, kernel, stride, padding, ceil_mode):
+    shape = (2, 3) + (5, 7, 6)[:dim]
+    x = torch.randn(shape, dtype=torch.float64, device=device)
+    for _, xl in layouts(x):
+        xl = xl.detach().requires_grad_()
+        assert torch.autograd.gradcheck(
+            lambda t: SOFT_POOL[dim](t, kernel, stride, padding, ceil_mode),
+            (xl, ))
+
+
+def opcheck_samples(device):
+    x = torch.randn(2, 3, 7, 6, device=device)
+    yield x, [2, 2], [2, 2], [0, 0], False
+    yield x.contiguous(memory_format=torch.channels_last), [3, 3], [2, 2], [1, 1], True
+    yield x.requires_grad_(), [3, 2], [1, 2], [1, 0], False
+    yield torch.randn(2, 3, 9, device=device, dtype=torch.float64), [3], [2], [1], True
+    yield (torch.randn(1, 2, 4, 5, 6, device=device).contiguous(
+        memory_format=torch.channels_last_3d), [2, 2, 2], [2, 1, 2], [1, 1, 0], True)
+    yield torch.randn(2, 3, 8, 8, device=device, dtype=torch.bfloat16), [2, 2], [2, 2], [0, 0], False
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_opcheck(device):
+    for args in opcheck_samples(device):
+        torch.library.opcheck(torch.ops.mmsoftpool.soft_pool_forward.default, args)
+        x, kernel, stride, padding, ceil_mode = args
+        output, log_norm = torch.ops.mmsoftpool.soft_pool_forward(*args)
+        torch.library.opcheck(
+            torch.ops.mmsoftpool.soft_pool_backward.default,
+            (torch.randn_like(output), x.detach(), log_norm, kernel, stride,
+             padding, ceil_mode))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+
+    def step(x):
+        return soft_pool2d(x.relu(), 3, 2, 1).square().sum()
+
+    x = torch.randn(2, 4, 11, 10, device=device, requires_grad=True)
+    compiled = torch.compile(step, fullgraph=True)
+    loss = compiled(x)
+    (dx, ) = torch.autograd.grad(loss, x)
+    x_eager = x.detach().requires_grad_()
+    loss_eager = step(x_eager)
+    (dx_eager, ) = torch.autograd.grad(loss_eager, x_eager)
+    torch.testing.assert_close(loss, loss_eager)
+    torch.testing.assert_close(dx, dx_eager)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dtype,tol', [(torch.float16, 2e-3),
+                                       (torch.bfloat16, 1.6e-2)])
+@pytest.mark.parametrize('scale', [1.0, 100.0, 5000.0])
+def test_reduced_precision(device, dtype, tol, scale):
+    """Output within one rounding of the float64 result of the same input;
+    the gradient within a few roundings; no overflow at large magnitudes
+    (float16 exp overflows above ~11)."""
+    x = (torch.randn(2, 8, 13, 12, device=device) * scale).to(dtype)
+    for kernel, stride, padding in (((2, 2), None, 0), ((3, 3), 2, 1)):
+        expected = soft_pool_reference(x, kernel, stride, padding)
+        xg = x.clone().requires_grad_()
+        y = soft_pool2d(xg, kernel, stride, padding)
+        assert y.dtype == dtype and torch.isfinite(y).all()
+        torch.testing.assert_close(y.double(), expected, rtol=tol, atol=tol * scale * 1e-2)
+        grad = torch.randn_like(y)
+        (dx, ) = torch.autograd.grad(y, xg, grad)
+        ref_x = x.double().requires_grad_()
+        (ref_dx, ) = torch.autograd.grad(
+            soft_pool_reference(ref_x, kernel, stride, padding), ref_x, grad.double())
+        torch.testing.assert_close(dx.double(), ref_dx, rtol=4 * tol, atol=4 * tol)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('shift', [1e4, 1e6, -3e7])
+def test_shift_equivariance_and_stable_gradient(device, shift):
+    """pool(x + c) = pool(x) + c up to rounding proportional to |c|, and the
+    gradient, which does not depend on c, stays exact for large c."""
+    x = torch.randn(2, 3, 10, 10, device=device)
+    shifted = x + shift
+    y = soft_pool2d(shifted, 3, 2, 1)
+    eps = torch.finfo(torch.float32).eps
+    torch.testing.assert_close(y, soft_pool2d(x, 3, 2, 1) + shift,
+                               rtol=0, atol=8 * eps * abs(shift))
+    torch.testing.assert_close(
+        y.double(), soft_pool_reference(shifted, (3, 3), 2, 1),
+        rtol=0, atol=2 * eps * abs(shift))
+    xs = shifted.clone().requires_grad_()
+    grad = torch.randn(y.shape, device=device)
+    (dx, ) = torch.autograd.grad(soft_pool2d(xs, 3, 2, 1), xs, grad)
+    ref_x = shifted.double().requires_grad_()
+    (ref_dx, ) = torch.autograd.grad(
+        soft_pool_reference(ref_x, (3, 3), 2, 1), ref_x, grad.double())
+    torch.testing.assert_close(dx.double(), ref_dx, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_extreme_finite_values(device):
+    big = torch.finfo(torch.float32).max
+    x = torch.tensor([[[big, -big, big / 2, 0.0]]], device=device)
+    assert soft_pool1d(x, 2).tolist() == [[[big, big / 2]]]
+    x = torch.tensor([[[1e-30, -1e30, 3.0, 3.0]]], device=device)
+    torch.testing.assert_close(soft_pool1d(x, 2), torch.tensor([[[1e-30, 3.0]]], device=device))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_definition_properties(device):
+    x = torch.randn(2, 3, 8, 8, device=device, dtype=torch.float64)
+    # A constant window returns the constant.
+    const = torch.full((1, 2, 6, 6), -7.25, device=device)
+    assert (soft_pool2d(const, 3, 3) == -7.25).all()
+    # Scaled by b, SoftPool / b tends to max pooling as b grows (within
+    # max_delta(delta * exp(-b delta)) = 1 / (e b)) and to average pooling as
+    # b tends to 0.
+    torch.testing.assert_close(soft_pool2d(x * 1e7, 2) / 1e7, F.max_pool2d(x, 2),
+                               rtol=0, atol=1e-7)
+    torch.testing.assert_close(soft_pool2d(x * 1e-6, 2) / 1e-6, F.avg_pool2d(x, 2),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_special_values(device):
+    nan, inf = float('nan'), float('inf')
+    x = torch.tensor([[[1.0, nan, inf, 2.0, -inf, 3.0, -inf, -inf, inf, inf]]],
+                     device=device, requires_grad=True)
+    y = soft_pool1d(x, 2)
+    expected = torch.tensor([[[nan, inf, 3.0, -inf, inf]]], device=device)
+    torch.testing.assert_close(y, expected, equal_nan=True)
+    (dx, ) = torch.autograd.grad(y, x, torch.ones_like(y))
+    # NaN window: NaN; +inf window: to the +inf cell(s) only, shared; -inf
+    # cells: no weight; an all -inf window: no gradient.
+    torch.testing.assert_close(
+        dx,
+        torch.tensor([[[nan, nan, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.5]]],
+                     device=device),
+        equal_nan=True)
+    # A padded border takes no weight: padding next to -inf keeps -inf.
+    z = torch.tensor([[[-inf, 1.0, 2.0]]], device=device)
+    torch.testing.assert_close(soft_pool1d(z, 3, 2, 1), soft_pool_reference(z, (3, ), 2, 1).float())
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_backward_is_deterministic(device):
+    x = torch.randn(4, 16, 33, 31, device=device, requires_grad=True)
+    grad = torch.randn(4, 16, 17, 16, device=device)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for num_threads in (threads, 1, threads):
+            torch.set_num_threads(num_threads)
+            y = soft_pool2d(x, 3, 2, 1)
+            results.append(torch.autograd.grad(y, x, grad)[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_unbatched_empty_and_expanded_grad(device):
+    x = torch.randn(3, 9, 8, device=device, requires_grad=True)
+    y = soft_pool2d(x, 3, 2, 1, True)
+    torch.testing.assert_close(y, soft_pool2d(x.unsqueeze(0), 3, 2, 1, True)[0])
+    assert y.shape == F.max_pool2d(x, 3, 2, 1, ceil_mode=True).shape
+    y.sum().backward()  # an expanded (stride-0) gradient
+    ref_x = x.detach().double().requires_grad_()
+    soft_pool_reference(ref_x, (3, 3), 2, 1, True).sum().backward()
+    torch.testing.assert_close(x.grad.double(), ref_x.grad, rtol=1e-5, atol=1e-5)
+    empty = torch.randn(0, 4, 6, 6, device=device, requires_grad=True)
+    out = soft_pool2d(empty, 2)
+    assert out.shape == (0, 4, 3, 3)
+    out.sum().backward()
+    assert empty.grad.shape == empty.shape
+
+
+def test_ceil_mode_rule_of_pytorch():
+    # The last window would start in the right padding: dropped, as max_pool does.
+    x = torch.randn(1, 1, 5)
+    assert soft_pool1d(x, 2, 2, 1, ceil_mode=True).shape[-1] == 3
+    assert F.max_pool1d(x, 2, 2, 1, ceil_mode=True).shape[-1] == 3
+
+
+def test_double_backward_says_unsupported():
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    (dx, ) = torch.autograd.grad(soft_pool2d(x, 2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match='double backward'):
+        dx.sum().backward()
+
+
+@pytest.mark.parametrize('call,error,message', [
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.int64), 2), TypeError, 'dtype=torch.int64'),
+    (lambda: soft_pool2d(torch.ones(4, 4), 2), ValueError, r'input.shape=\(4, 4\)'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 1, 4, 4), 2), ValueError, 'input.shape'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 0), ValueError, r'kernel_size=\(0, 0\)'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 2, (1, 0)), ValueError, r'stride=\(1, 0\)'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 2, 2, -1), ValueError, r'padding=\(-1, -1\)'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 3, 2, 2), ValueError, 'at most half'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), (2, 2, 2)), ValueError, r'kernel_size=\(2, 2, 2\)'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 2.0), ValueError, 'kernel_size=2.0'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 2, 2), 3), ValueError, 'output size'),
+    (lambda: soft_pool1d(torch.ones(1, 0, 4), 2), ValueError, 'empty'),
+    (lambda: SoftPool2d(kernel_size=3, padding=2), ValueError, 'SoftPool2d: padding'),
+    (lambda: SoftPool3d(kernel_size=(2, 2)), ValueError, 'SoftPool3d: kernel_size'),
+])
+def test_bad_input_is_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_modules_build_from_registries():
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmengine.registry import MODELS
+    x = torch.randn(2, 3, 8, 8)
+    for registry in (MODELS, DET_MODELS):
+        layer = registry.build(dict(type='SoftPool2d', kernel_size=3, stride=2, padding=1))
+        torch.testing.assert_close(layer(x), soft_pool2d(x, 3, 2, 1))
+    assert isinstance(MODELS.build(dict(type='SoftPool1d', kernel_size=2)), SoftPool1d)
+    assert isinstance(MODELS.build(dict(type='SoftPool3d', kernel_size=2)), SoftPool3d)
+    assert dict(SoftPool2d(2).named_parameters()) == {}
+    try:
+        from mmpretrain.registry import MODELS as CLS_MODELS
+    except ImportError:
+        return
+    assert isinstance(CLS_MODELS.build(dict(type='SoftPool2d', kernel_size=2)), SoftPool2d)
+
+
+def test_missing_library_says_how_to_build():
+    code = ("import sys; sys.modules['mmsoftpool._C'] = None\n"
+            "import mmsoftpool.ops")
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'pip install --no-build-isolation -e .' in result.stderr
