@@ -232,6 +232,13 @@ def main(args=None):
         rows += evaluate_image(
             load_image(source), name, args.methods, args.kernels,
             args.upsample, args.scale, args.power, args.seed)
+    exact = sorted({(r['image'], r['kernel']) for r in rows
+                    if r['psnr'] == math.inf})
+    if exact:
+        # A mean with an infinite PSNR is infinite; say which image did it.
+        print('PSNR is inf (pooled and upsampled image equals the original) '
+              f'for (image, kernel) {exact}: such images are likely '
+              'upsampled copies; leave them out', file=sys.stderr)
     means = mean_table(rows)
 
     out_dir = Path(args.out_dir)

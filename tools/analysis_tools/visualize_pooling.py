@@ -140,7 +140,7 @@ def pooled_extent(kernel: Sequence[int], stride: Sequence[int],
     return (left, left + ow * sw, top + oh * sh, top)
 
 
-def show(ax, image: np.ndarray, extent, title: str) -> None:
+def show(ax, image: np.ndarray, extent, title: str, fontsize: float) -> None:
     """Draw an (H, W, C) image in [0, 1] without axes."""
     # Pooled values lie in the input's range; clip only float rounding.
     image = np.clip(image, 0, 1)
@@ -149,8 +149,13 @@ def show(ax, image: np.ndarray, extent, title: str) -> None:
                   extent=extent, interpolation='nearest')
     else:
         ax.imshow(image, extent=extent, interpolation='nearest')
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=fontsize)
     ax.set_axis_off()
+
+
+def title_size(panel_size: int) -> float:
+    """Font size in points that keeps two-line titles inside a panel."""
+    return min(8.0, max(5.0, panel_size / 28))
 
 
 def to_image(tensor: torch.Tensor) -> np.ndarray:
@@ -177,7 +182,8 @@ def auto_zoom(x: torch.Tensor, kernel, stride) -> Tuple[int, int, int, int]:
     """The square (a quarter of the shorter side) where max and average
     pooling differ most: where the choice of method shows."""
     height, width = x.shape[-2:]
-    side = max(min(height, width) // 4, 2 * max(kernel))
+    side = min(max(min(height, width) // 4, 2 * max(kernel)),
+               min(height, width))
     diff = (F.max_pool2d(x, kernel, stride) -
             F.avg_pool2d(x, kernel, stride)).sum(1, keepdim=True)
     # Sum the difference over every side x side square (in output pixels).
@@ -204,7 +210,7 @@ def figure_2d(image: np.ndarray, kernel, stride, zoom, args) -> Figure:
     panels = [('Original', image, (0, width, height, 0))]
     for method, out in pooled.items():
         panels.append((f'{method_label(method, args.power, args.seed)}\n'
-                       f'k={kernel[0]}x{kernel[1]}, s={stride[0]}x{stride[1]}'
+                       f'k {kernel[0]}x{kernel[1]}, s {stride[0]}x{stride[1]}'
                        f' -> {out.shape[-1]}x{out.shape[-2]}',
                        to_image(out[0]),
                        pooled_extent(kernel, stride, out.shape[-2:])))
@@ -213,11 +219,15 @@ def figure_2d(image: np.ndarray, kernel, stride, zoom, args) -> Figure:
     fig = Figure(figsize=(size * len(panels), size * 2), dpi=DPI,
                  layout='constrained')
     axes = fig.subplots(2, len(panels), squeeze=False)
-    for (title, panel, extent), top, bottom in zip(panels, *axes):
-        show(top, panel, extent, title)
+    fontsize = title_size(args.panel_size)
+    for i, ((title, panel, extent), top, bottom) in enumerate(
+            zip(panels, *axes)):
+        show(top, panel, extent, title, fontsize)
         top.add_patch(Rectangle((zx, zy), zw, zh, fill=False,
                                 edgecolor='yellow', linewidth=1.2))
-        show(bottom, panel, extent, f'zoom x={zx}, y={zy}, {zw}x{zh}')
+        show(bottom, panel, extent,
+             f'zoom {zw}x{zh} at ({zx}, {zy})' if i == 0 else 'zoom',
+             fontsize)
         bottom.set_xlim(zx, zx + zw)
         bottom.set_ylim(zy + zh, zy)
     return fig
@@ -245,11 +255,13 @@ def figure_3d(clip: torch.Tensor, kernel, stride, args) -> Figure:
     fig = Figure(figsize=(size * steps, size * len(rows)), dpi=DPI,
                  layout='constrained')
     axes = fig.subplots(len(rows), steps, squeeze=False)
+    fontsize = title_size(args.panel_size)
     for (name, frames, extent), row_axes in zip(rows, axes):
         for (when, frame), ax in zip(frames, row_axes):
-            show(ax, frame, extent, f'{name}, {when}')
-    fig.suptitle(f'k={"x".join(map(str, kernel))} (t x h x w), '
-                 f's={"x".join(map(str, stride))}', fontsize=9)
+            show(ax, frame, extent, f'{name}\n{when}', fontsize)
+    fig.suptitle(f'k {"x".join(map(str, kernel))}, '
+                 f's {"x".join(map(str, stride))} (t x h x w)',
+                 fontsize=fontsize + 1)
     return fig
 
 
