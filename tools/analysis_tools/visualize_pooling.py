@@ -21,7 +21,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
