@@ -1,4 +1,5 @@
 """mmsoftpool: SoftPool for MMEngine / MMDetection / MMPretrain."""
+from . import checkpoint  # noqa: F401  safe-loading allow-list for torch.load
 from .ops import (SoftPool1d, SoftPool2d, SoftPool3d, soft_pool1d,
                   soft_pool2d, soft_pool3d)
 from .version import __version__

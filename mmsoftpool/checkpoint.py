@@ -23,6 +23,7 @@ See docs/checkpoints.md.
 import inspect
 import os.path as osp
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -68,14 +69,12 @@ SAFE_GLOBALS = [
 ]
 
 
-def _allowed_global_names():
-    names = set()
-    for entry in SAFE_GLOBALS:
-        if isinstance(entry, tuple):
-            names.add(entry[1])
-        else:
-            names.add(f'{entry.__module__}.{entry.__qualname__}')
-    return names
+# How torch's weights-only unpickler (and _history_buffer_statistic) words a
+# refusal; any other unpickling error means the data itself is damaged.
+_REFUSAL = re.compile(
+    r'GLOBAL \S+ was not an allowed global|whose module \S+ is blocked|'
+    r'call reduce for unrecognized function|Can only create new object|'
+    r'Can only build|refused getattr')
 
 
 def load_from_local(filename, map_location):
@@ -88,27 +87,29 @@ def load_from_local(filename, map_location):
         return torch.load(
             filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).split('WeightsUnpickler error:')[-1].strip()
-        try:
-            refused = sorted(
-                set(torch.serialization.get_unsafe_globals_in_checkpoint(
-                    filename)) - _allowed_global_names())
-        except Exception:  # unreadable beyond the pickle: say nothing more
-            refused = []
-        listed = (f' It refers to {", ".join(refused)}, which are not on '
-                  'the allow-list.' if refused else '')
+        # torch's message around the reason advises weights_only=False
+        refusal = [line.split('WeightsUnpickler error:')[-1].strip()
+                   for line in str(err).splitlines() if _REFUSAL.search(line)]
+        if not refusal:
+            raise _damaged(filename, f'UnpicklingError: {err}') from None
+        reason = refusal[0]
         raise pickle.UnpicklingError(
-            f'Refused to load checkpoint {filename!r}: safe loading '
-            '(torch.load with weights_only=True) allows only tensors, plain '
-            'containers and the types listed in mmsoftpool/checkpoint.py, '
-            f'and nothing in the file was executed.{listed} Reason: '
-            f'{reason}\nDo not load this file with weights_only=False '
-            'unless you trust where it comes from.') from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise RuntimeError(
-            f'Cannot read checkpoint {filename!r} '
-            f'({osp.getsize(filename)} bytes): the file is damaged, '
-            f'truncated or not a torch.save file ({err})') from err
+            f'Refused to load checkpoint {filename!r}: it holds objects that '
+            'safe loading (torch.load with weights_only=True) does not '
+            'allow, and nothing in it was executed. Allowed are tensors, '
+            'plain containers and the types listed in '
+            f'mmsoftpool/checkpoint.py. Reason: {reason}\n'
+            'Do not load this file with weights_only=False unless you trust '
+            'where it comes from.') from None
+    except Exception as err:  # damaged data fails in many ways in torch.load
+        raise _damaged(filename, f'{type(err).__name__}: {err}') from err
+
+
+def _damaged(filename, reason):
+    return RuntimeError(
+        f'Cannot read checkpoint {filename!r} ({osp.getsize(filename)} '
+        f'bytes): the file is damaged, truncated or not a torch.save file '
+        f'({reason})')
 
 
 torch.serialization.add_safe_globals(SAFE_GLOBALS)

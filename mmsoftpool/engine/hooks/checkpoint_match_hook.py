@@ -33,14 +33,16 @@ def compare_state_dicts(model_state: dict, checkpoint_state: dict) -> dict:
         and not key.endswith('num_batches_tracked')
     ]
     unexpected = [key for key in checkpoint_state if key not in model_state]
-    mismatched = [
-        f'{key} checkpoint {tuple(checkpoint_state[key].shape)} '
-        f'model {tuple(value.shape)}'
-        for key, value in model_state.items() if key in checkpoint_state
-        and hasattr(checkpoint_state[key], 'shape')
-        and tuple(checkpoint_state[key].shape) != tuple(value.shape)
-    ]
-    matched = len(model_state) - len(missing) - len(mismatched)
+    mismatched, matched = [], 0
+    for key, value in model_state.items():
+        if key not in checkpoint_state:
+            continue
+        shape = tuple(getattr(checkpoint_state[key], 'shape', ()))
+        if shape == tuple(value.shape):
+            matched += 1
+        else:
+            mismatched.append(
+                f'{key} checkpoint {shape} model {tuple(value.shape)}')
     return dict(
         missing=missing,
         unexpected=unexpected,
