@@ -5,6 +5,7 @@ CPU kernels always; CUDA kernels too when CUDA is available or FORCE_CUDA=1
 it: ``pip install --no-build-isolation -e .``.
 """
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -24,9 +25,19 @@ def read_version():
 
 def make_extension():
     import torch
-    sources = ['csrc/soft_pool.cpp', 'csrc/cpu/soft_pool_cpu.cpp']
+    sources = [
+        'csrc/soft_pool.cpp', 'csrc/cpu/soft_pool_cpu.cpp',
+        'csrc/cpu/soft_pool_cpu_vec.cpp'
+    ]
     # No -ffast-math: the kernels rely on IEEE infinities and NaNs.
     cxx_flags = ['-O3']
+    if platform.machine() in ('x86_64', 'AMD64') and not os.getenv(
+            'MMSOFTPOOL_NO_AVX2'):
+        # ATen's at::vec picks its AVX2 implementation (Sleef exp/log from
+        # libtorch) from these macros; the build then needs an x86-64-v3 CPU.
+        cxx_flags += [
+            '-mavx2', '-mfma', '-mf16c', '-DCPU_CAPABILITY=AVX2', '-DCPU_CAPABILITY_AVX2'
+        ]
     if torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1':
         sources.append('csrc/cuda/soft_pool_cuda.cu')
         return CUDAExtension(

@@ -7,24 +7,13 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include <algorithm>
-
 #include "../soft_pool.h"
 #include "../window.h"
+#include "soft_pool_cpu.h"
 
 namespace mmsoftpool {
 
 namespace {
-
-int64_t grain_for(int64_t work_per_item) {
-  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_item));
-}
-
-int64_t window_offset(const at::Tensor& t5, int64_t n, int64_t c, int64_t d, int64_t h,
-                      int64_t w) {
-  return n * t5.stride(0) + c * t5.stride(1) + d * t5.stride(2) + h * t5.stride(3) +
-         w * t5.stride(4);
-}
 
 template <typename scalar_t>
 void forward_kernel(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
@@ -84,15 +73,8 @@ void backward_kernel(const at::Tensor& grad5, const at::Tensor& input5,
           for (int64_t ow = 0; ow < g.output[2]; ++ow) {
             const Window w = window_at(g, od, oh, ow);
             const acc_t grad = static_cast<acc_t>(gy[window_offset(grad5, n, c, od, oh, ow)]);
-            const auto stats = window_grad_stats<acc_t>(
-                xp, w, xs, ln[window_offset(log_norm5, n, c, od, oh, ow)]);
-            for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
-              for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
-                for (int64_t q = w.begin[2]; q < w.end[2]; ++q) {
-                  const acc_t v = static_cast<acc_t>(xp[d * xs[0] + h * xs[1] + q * xs[2]]);
-                  dxp[d * ds[0] + h * ds[1] + q * ds[2]] +=
-                      cell_gradient(v, grad, stats);
-                }
+            add_window_gradient<acc_t>(xp, xs, dxp, ds, w, grad,
+                                       ln[window_offset(log_norm5, n, c, od, oh, ow)]);
           }
     }
   });
@@ -114,9 +96,11 @@ std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cpu(const at::Tensor& input
   if (output.numel() == 0) return {output, log_norm};
   const at::Tensor input5 = as_5d(input);
   at::Tensor output5 = as_5d(output), log_norm5 = as_5d(log_norm);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "soft_pool_forward_cpu",
-                                  [&] { forward_kernel<scalar_t>(input5, output5, log_norm5, g); });
+  if (!forward_vectorized(input5, output5, log_norm5, g, format)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, input.scalar_type(), "soft_pool_forward_cpu",
+        [&] { forward_kernel<scalar_t>(input5, output5, log_norm5, g); });
+  }
   return {output, log_norm};
 }
 
@@ -135,20 +119,19 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
               ", input ", input.scalar_type(), ", log_norm ", log_norm.scalar_type(), ")");
   const auto format = pooling_memory_format(input);
   // Accumulate in the accumulation type; reduced precision is rounded once at the end.
-  // (at::zeros would drop the memory format.)
-  at::Tensor grad_input =
-      at::empty(input.sizes(),
-                input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format))
-          .zero_();
+  at::Tensor grad_input = at::empty(
+      input.sizes(),
+      input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format));
   if (input.numel() > 0) {
     const at::Tensor grad5 = as_5d(grad_output), input5 = as_5d(input),
                      log_norm5 = as_5d(log_norm);
     at::Tensor grad_input5 = as_5d(grad_input);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                    "soft_pool_backward_cpu", [&] {
-                                      backward_kernel<scalar_t>(grad5, input5, log_norm5,
-                                                                grad_input5, g);
-                                    });
+    if (!backward_vectorized(grad5, input5, log_norm5, grad_input5, g, format)) {
+      grad_input.zero_();
+      AT_DISPATCH_FLOATING_TYPES_AND2(
+          at::kHalf, at::kBFloat16, input.scalar_type(), "soft_pool_backward_cpu",
+          [&] { backward_kernel<scalar_t>(grad5, input5, log_norm5, grad_input5, g); });
+    }
   }
   return grad_input.scalar_type() == input.scalar_type()
              ? grad_input

@@ -1,0 +1,55 @@
+// Internal to the CPU kernels: the vectorised fast paths and the scalar
+// backward of one window, which both paths use.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/TensorIterator.h>  // at::internal::GRAIN_SIZE
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+
+#include "../soft_pool.h"
+#include "../window.h"
+
+namespace mmsoftpool {
+
+// at::parallel_for grain for items of the given cost in elementary steps.
+inline int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_item));
+}
+
+inline int64_t window_offset(const at::Tensor& t5, int64_t n, int64_t c, int64_t d, int64_t h,
+                             int64_t w) {
+  return n * t5.stride(0) + c * t5.stride(1) + d * t5.stride(2) + h * t5.stride(3) +
+         w * t5.stride(4);
+}
+
+// Adds the gradient of one window (incoming gradient `grad`) to the cells of
+// dx_plane, which has the spatial strides ds; x_plane has strides xs.
+template <typename acc_t, typename scalar_t>
+inline void add_window_gradient(const scalar_t* x_plane, const int64_t* xs, acc_t* dx_plane,
+                                const int64_t* ds, const Window& w, acc_t grad,
+                                acc_t log_norm) {
+  const auto stats = window_grad_stats<acc_t>(x_plane, w, xs, log_norm);
+  for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
+    for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
+      for (int64_t q = w.begin[2]; q < w.end[2]; ++q) {
+        const acc_t v = static_cast<acc_t>(x_plane[d * xs[0] + h * xs[1] + q * xs[2]]);
+        dx_plane[d * ds[0] + h * ds[1] + q * ds[2]] += cell_gradient(v, grad, stats);
+      }
+}
+
+// Vectorised kernels for float and double inputs that are contiguous along W
+// (SIMD over output columns) or channels_last (SIMD over channels), and
+// windows of at most kMaxVectorCells cells. They return false, doing nothing,
+// for anything else; the caller then runs the generic kernels.
+constexpr int64_t kMaxVectorCells = 32;
+
+// `format` is the layout of the input, output, log_norm and input gradient.
+bool forward_vectorized(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
+                        const PoolGeometry& g, at::MemoryFormat format);
+bool backward_vectorized(const at::Tensor& grad5, const at::Tensor& input5,
+                         const at::Tensor& log_norm5, at::Tensor& grad_input5,
+                         const PoolGeometry& g, at::MemoryFormat format);
+
+}  // namespace mmsoftpool
