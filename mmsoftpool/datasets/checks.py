@@ -17,12 +17,13 @@ What :func:`check_data_config` checks for each dataloader it is asked about
 
 Remote paths (``s3://`` and the like) are not checked.
 """
+import importlib
 import json
 import os.path as osp
 from typing import Iterator, Sequence, Tuple
 
 from mmengine.config import Config
-from mmengine.registry import DATASETS
+from mmengine.registry import DATASETS, METRICS
 from PIL import Image
 
 _SHOWN = 10  # problems listed in one message; the rest are counted
@@ -94,14 +95,17 @@ def load_coco_json(path: str, where: str, need_annotations: bool) -> dict:
                         ('annotations', _ANNOTATION_FIELDS)):
         seen = set()
         for index, entry in enumerate(coco.get(key, [])):
-            absent = [f for f in fields if not isinstance(entry, dict)
-                      or f not in entry]
+            if not isinstance(entry, dict):
+                problems.append(f'{key}[{index}] is not an object')
+                continue
+            absent = [field for field in fields if field not in entry]
             if absent:
                 problems.append(f'{key}[{index}] lacks {", ".join(absent)}')
-                continue
-            if entry['id'] in seen:
-                problems.append(f'{key}[{index}] repeats id {entry["id"]!r}')
-            seen.add(entry['id'])
+            if 'id' in entry:
+                if entry['id'] in seen:
+                    problems.append(
+                        f'{key}[{index}] repeats id {entry["id"]!r}')
+                seen.add(entry['id'])
         ids[key] = seen
     for index, ann in enumerate(coco.get('annotations', [])):
         if not isinstance(ann, dict):
@@ -158,23 +162,26 @@ def _leaf_datasets(dataset: dict, where: str) -> Iterator[Tuple[dict, str]]:
         yield dataset, where
 
 
-def _dataset_class(dataset: dict, scope: str):
-    if not isinstance(dataset['type'], str):
-        return dataset['type']
-    with DATASETS.switch_scope_and_registry(scope) as registry:
-        cls = registry.get(dataset['type'])
+def _resolve(type_, registry, scope):
+    """The class a config's ``type`` names, as the Runner would build it."""
+    if not isinstance(type_, str):
+        return type_
+    with registry.switch_scope_and_registry(scope) as scoped:
+        cls = scoped.get(type_)
     if cls is None:
-        raise KeyError(f'dataset type {dataset["type"]!r} is not registered '
-                       f'in scope {scope!r}')
+        raise KeyError(f'{type_!r} is not registered in {registry.name} '
+                       f'registry of scope {scope!r}')
     return cls
 
 
-def _is_coco_dataset(cls) -> bool:
+def _is_subclass(type_, registry, scope, module: str, name: str) -> bool:
+    """Whether a config's ``type`` is ``module.name`` or a subclass of it."""
     try:
-        from mmdet.datasets import CocoDataset
-    except ImportError:  # a classification-only setup
+        base = getattr(importlib.import_module(module), name)
+    except ImportError:  # e.g. a classification-only setup without mmdet
         return False
-    return issubclass(cls, CocoDataset)
+    cls = _resolve(type_, registry, scope)
+    return isinstance(cls, type) and issubclass(cls, base)
 
 
 def check_dataset(dataset: dict, where: str, scope: str,
@@ -195,16 +202,18 @@ def check_dataset(dataset: dict, where: str, scope: str,
     if not ann_file or _is_remote(ann_file):
         return
     ann_path = _join(data_root, ann_file)
-    cls = _dataset_class(dataset, scope)
-    if not _is_coco_dataset(cls):
+    if not _is_subclass(dataset['type'], DATASETS, scope, 'mmdet.datasets',
+                        'CocoDataset'):
         if not osp.isfile(ann_path):
             raise FileNotFoundError(
                 f'{where}.ann_file: file {ann_path!r} does not exist')
         return
 
     coco = load_coco_json(ann_path, f'{where}.ann_file', need_annotations)
-    classes = (dataset.get('metainfo') or {}).get(
-        'classes', cls.METAINFO.get('classes', ()))
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if classes is None:
+        classes = _resolve(dataset['type'], DATASETS,
+                           scope).METAINFO['classes']
     names = {category['name'] for category in coco['categories']}
     absent = [name for name in classes if name not in names]
     if absent:
@@ -257,9 +266,15 @@ def check_data_config(cfg: Config,
         for metric, where in _evaluators(
                 cfg.get(f'{split}_evaluator', None), f'{split}_evaluator'):
             ann_file = metric.get('ann_file')
-            if ann_file and not _is_remote(ann_file):
+            if not ann_file or _is_remote(ann_file):
+                continue
+            if _is_subclass(metric['type'], METRICS, scope,
+                            'mmdet.evaluation', 'CocoMetric'):
                 # Scoring needs ground truth; format_only just writes results.
                 load_coco_json(
                     ann_file,
                     f'{where}.ann_file',
                     need_annotations=not metric.get('format_only', False))
+            elif not osp.isfile(ann_file):
+                raise FileNotFoundError(
+                    f'{where}.ann_file: file {ann_file!r} does not exist')
