@@ -30,7 +30,12 @@ def make_extension():
         'csrc/cpu/soft_pool_cpu_vec.cpp'
     ]
     # No -ffast-math: the kernels rely on IEEE infinities and NaNs.
-    cxx_flags = ['-O3']
+    cxx_flags, link_flags = ['-O3'], []
+    if torch.backends.openmp.is_available():
+        # at::parallel_for is an inline `#pragma omp parallel`: without OpenMP
+        # the kernels would run on one thread (libgomp resolves to torch's).
+        cxx_flags.append('-fopenmp')
+        link_flags.append('-fopenmp')
     if platform.machine() in ('x86_64', 'AMD64') and not os.getenv(
             'MMSOFTPOOL_NO_AVX2'):
         # ATen's at::vec picks its AVX2 implementation (Sleef exp/log from
@@ -43,9 +48,13 @@ def make_extension():
         return CUDAExtension(
             'mmsoftpool._C',
             sources,
-            extra_compile_args=dict(cxx=cxx_flags, nvcc=['-O3']))
+            extra_compile_args=dict(cxx=cxx_flags, nvcc=['-O3']),
+            extra_link_args=link_flags)
     return CppExtension(
-        'mmsoftpool._C', sources, extra_compile_args=dict(cxx=cxx_flags))
+        'mmsoftpool._C',
+        sources,
+        extra_compile_args=dict(cxx=cxx_flags),
+        extra_link_args=link_flags)
 
 
 def ship_configs():

@@ -1,0 +1,179 @@
+"""Time SoftPool beside PyTorch's native pools.
+
+For each (kernel, stride, padding): forward and forward+backward time (median
+of repeats after warm-up; CUDA events on a GPU) and peak memory of
+``soft_pool2d``, ``max_pool2d``, ``avg_pool2d`` and SoftPool written as plain
+PyTorch, with ratios to ``max_pool2d`` measured in the same run (these machines
+are noisy: compare ratios, not milliseconds).
+
+Example (the ResNet stem)::
+
+    python tools/analysis_tools/benchmark_pool.py --shape 16 64 112 112 \
+        --cases 2,2,0 3,2,1 --memory-format contiguous channels_last
+"""
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mmsoftpool.ops import soft_pool2d
+
+
+def pytorch_formula(x, kernel, stride, padding):
+    """SoftPool as users write it in plain PyTorch (the paper's formula):
+    avg_pool(x e^x) / avg_pool(e^x). Overflows for x > ~88 in float32 and
+    gives padded cells weight; here only for timing."""
+    e = x.exp()
+    return F.avg_pool2d(x * e, kernel, stride, padding) / F.avg_pool2d(
+        e, kernel, stride, padding)
+
+
+METHODS = {
+    'soft_pool2d': lambda x, k, s, p: soft_pool2d(x, k, s, p),
+    'max_pool2d': lambda x, k, s, p: F.max_pool2d(x, k, s, p),
+    'avg_pool2d': lambda x, k, s, p: F.avg_pool2d(x, k, s, p),
+    'pytorch_formula': pytorch_formula,
+}
+
+
+def timed(fn, device, warmup, repeats):
+    """Median milliseconds of fn() over repeats, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - begin) * 1e3)
+    return statistics.median(times)
+
+
+def peak_memory_mb(fn, device):
+    """Peak memory allocated while fn() runs, above what was allocated before."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    # CPU: replay the profiler's allocation events in time order.
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.name == '[memory]'),
+                    key=lambda e: e.time_range.start)
+    current = peak = 0
+    for event in events:
+        current += event.cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+def benchmark(args):
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    rows = []
+    for memory_format in args.memory_format:
+        fmt = dict(contiguous=torch.contiguous_format,
+                   channels_last=torch.channels_last)[memory_format]
+        x = torch.randn(args.shape, device=device, dtype=dtype).contiguous(
+            memory_format=fmt)
+        for case in args.cases:
+            k, s, p = (int(v) for v in case.split(','))
+            results = {}
+            for name, method in METHODS.items():
+                xg = x.detach().requires_grad_()
+                out = method(x, k, s, p)
+                grad = torch.randn_like(out)
+
+                def forward():
+                    with torch.no_grad():
+                        method(x, k, s, p)
+
+                def forward_backward():
+                    torch.autograd.grad(method(xg, k, s, p), xg, grad)
+
+                results[name] = dict(
+                    forward_ms=timed(forward, device, args.warmup, args.repeats),
+                    forward_backward_ms=timed(forward_backward, device, args.warmup,
+                                              args.repeats),
+                    forward_peak_mb=peak_memory_mb(forward, device),
+                    forward_backward_peak_mb=peak_memory_mb(forward_backward, device))
+            base = results['max_pool2d']
+            for name, r in results.items():
+                rows.append(dict(
+                    memory_format=memory_format, kernel=k, stride=s, padding=p,
+                    method=name, **r,
+                    forward_ratio=r['forward_ms'] / base['forward_ms'],
+                    forward_backward_ratio=r['forward_backward_ms'] /
+                    base['forward_backward_ms']))
+    return rows
+
+
+def print_table(rows, header):
+    print(header)
+    columns = ('memory_format', 'kernel', 'stride', 'padding', 'method', 'forward_ms',
+               'forward_ratio', 'forward_backward_ms', 'forward_backward_ratio',
+               'forward_peak_mb', 'forward_backward_peak_mb')
+    titles = ('format', 'k', 's', 'p', 'method', 'fwd ms', 'fwd/max', 'fwd+bwd ms',
+              'f+b/max', 'fwd MB', 'f+b MB')
+    print('| ' + ' | '.join(titles) + ' |')
+    print('|' + '---|' * len(titles))
+    for row in rows:
+        cells = [f'{row[c]:.2f}' if isinstance(row[c], float) else str(row[c])
+                 for c in columns]
+        print('| ' + ' | '.join(cells) + ' |')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--dtype', default='float32',
+                        choices=['float32', 'float64', 'float16', 'bfloat16'])
+    parser.add_argument('--shape', type=int, nargs=4, default=[16, 64, 112, 112],
+                        metavar=('N', 'C', 'H', 'W'))
+    parser.add_argument('--cases', nargs='+', default=['2,2,0', '3,2,1'],
+                        help='kernel,stride,padding triples')
+    parser.add_argument('--memory-format', nargs='+', default=['contiguous'],
+                        choices=['contiguous', 'channels_last'])
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
+    parser.add_argument('--json', help='also write the rows to this JSON file')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    machine = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
+               f'{platform.processor() or platform.machine()}, '
+               f'{torch.get_num_threads()} threads')
+    header = (f'torch {torch.__version__}, {machine}, {args.dtype}, '
+              f'shape {tuple(args.shape)}, median of {args.repeats}')
+    rows = benchmark(args)
+    print_table(rows, header)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(setup=header, args=vars(args), rows=rows), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
