@@ -13,8 +13,10 @@ Example (the ResNet stem)::
 """
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -31,6 +33,8 @@ def pytorch_formula(x, kernel, stride, padding):
     return F.avg_pool2d(x * e, kernel, stride, padding) / F.avg_pool2d(
         e, kernel, stride, padding)
 
+
+MMAP_THRESHOLD = 1 << 16
 
 METHODS = {
     'soft_pool2d': lambda x, k, s, p: soft_pool2d(x, k, s, p),
@@ -70,17 +74,22 @@ def peak_memory_mb(fn, device):
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    # CPU: replay the profiler's allocation events in time order.
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.events() if e.name == '[memory]'),
-                    key=lambda e: e.time_range.start)
-    current = peak = 0
-    for event in events:
-        current += event.cpu_memory_usage
-        peak = max(peak, current)
-    return peak / 2**20
+    # CPU: the kernel's peak resident set size (VmHWM), reset before the call
+    # (Linux: /proc/self/clear_refs). main() fixes glibc's mmap threshold so
+    # that freed blocks go back to the system and the next peak is seen.
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    base = _status_kb('VmRSS')
+    fn()
+    return max(0, _status_kb('VmHWM') - base) / 1024
+
+
+def _status_kb(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'no {field} in /proc/self/status')
 
 
 def benchmark(args):
@@ -159,6 +168,11 @@ def parse_args():
 
 
 def main():
+    if (platform.system() == 'Linux' and
+            os.environ.get('MALLOC_MMAP_THRESHOLD_') != str(MMAP_THRESHOLD)):
+        # Large blocks as separate mappings, returned on free (see peak_memory_mb).
+        os.environ['MALLOC_MMAP_THRESHOLD_'] = str(MMAP_THRESHOLD)
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
