@@ -126,36 +126,45 @@ def format_table(metrics: dict) -> str:
     return '\n'.join(lines)
 
 
-def _instances(records, cat_to_label, image_shape):
-    """COCO-format annotations or results as mmdet's InstanceData."""
+def _instances(records, labels, image_shape, scale, with_masks):
+    """COCO-format annotations or results as mmdet's InstanceData, scaled."""
+    import cv2
     import numpy as np
     import torch
     from mmengine.structures import InstanceData
     from pycocotools import mask as mask_utils
 
     instances = InstanceData()
-    instances.bboxes = torch.tensor(
+    instances.bboxes = scale * torch.tensor(
         [[x, y, x + w, y + h] for x, y, w, h in (r['bbox'] for r in records)],
         dtype=torch.float32).reshape(-1, 4)
     instances.labels = torch.tensor(
-        [cat_to_label[r['category_id']] for r in records], dtype=torch.long)
-    instances.scores = torch.tensor([r.get('score', 1.0) for r in records])
-    if records and 'segmentation' in records[0]:
+        [labels[r['category_id']] for r in records], dtype=torch.long)
+    if records and 'score' in records[0]:  # results, not ground truth
+        instances.scores = torch.tensor([r['score'] for r in records])
+    if with_masks:
         height, width = image_shape
-        masks = []
-        for r in records:
+        masks = np.zeros((len(records), height * scale, width * scale), bool)
+        for i, r in enumerate(records):
             segm = r['segmentation']
             if isinstance(segm, list):  # polygons (ground truth)
                 segm = mask_utils.merge(
                     mask_utils.frPyObjects(segm, height, width))
-            masks.append(mask_utils.decode(segm).astype(bool))
-        instances.masks = np.stack(masks)
+            masks[i] = cv2.resize(
+                mask_utils.decode(segm), (width * scale, height * scale),
+                interpolation=cv2.INTER_NEAREST)
+        instances.masks = masks
     return instances
 
 
-def draw_predictions(result_file: str, ann_file: str, img_dir: str,
-                     out_file: str, num_images: int) -> None:
-    """Ground truth beside predictions for the first val images, one PNG."""
+def draw_predictions(config: str, result_file: str, ann_file: str,
+                     img_dir: str, out_file: str, num_images: int,
+                     scale: int = 3) -> None:
+    """Ground truth beside predictions for the first val images, one PNG.
+
+    The 128x128 images are enlarged ``scale`` times so that labels and
+    scores stay readable.
+    """
     import mmcv
     import numpy as np
     from mmdet.structures import DetDataSample
@@ -166,39 +175,35 @@ def draw_predictions(result_file: str, ann_file: str, img_dir: str,
         coco = json.load(f)
     with open(result_file) as f:
         results = json.load(f)
-    cat_ids = sorted(c['id'] for c in coco['categories'])
-    cat_to_label = {cat_id: label for label, cat_id in enumerate(cat_ids)}
-    names = {c['id']: c['name'] for c in coco['categories']}
-    palette = Config.fromfile(
-        osp.join(REPO_ROOT, 'configs/demo/_base_/demo_shapes_detection.py')
-    ).metainfo['palette']
+    # Labels as mmdet's CocoDataset numbers them: by the config's classes.
+    metainfo = Config.fromfile(config).val_dataloader.dataset.metainfo
+    classes = list(metainfo['classes'])
+    labels = {c['id']: classes.index(c['name']) for c in coco['categories']}
+    with_masks = bool(results) and 'segmentation' in results[0]
 
-    visualizer = DetLocalVisualizer(
-        name=f'demo_predictions_{time.time()}', line_width=1, alpha=0.5)
+    visualizer = DetLocalVisualizer.get_instance(
+        'mmsoftpool_demo', line_width=2, alpha=0.6)
     visualizer.dataset_meta = dict(
-        classes=[names[i] for i in cat_ids], palette=palette)
+        classes=classes, palette=metainfo['palette'])
     panels = []
-    for image_info in sorted(coco['images'], key=lambda i: i['id'])[:num_images]:
+    for info in sorted(coco['images'], key=lambda i: i['id'])[:num_images]:
         image = mmcv.imread(
-            osp.join(img_dir, image_info['file_name']), channel_order='rgb')
-        shape = image.shape[:2]
+            osp.join(img_dir, info['file_name']), channel_order='rgb')
+        image = mmcv.imrescale(image, scale, interpolation='nearest')
+        shape = (info['height'], info['width'])
         sample = DetDataSample()
         sample.gt_instances = _instances(
-            [a for a in coco['annotations'] if a['image_id'] == image_info['id']],
-            cat_to_label, shape)
+            [a for a in coco['annotations'] if a['image_id'] == info['id']],
+            labels, shape, scale, with_masks)
         sample.pred_instances = _instances(
-            [r for r in results if r['image_id'] == image_info['id']],
-            cat_to_label, shape)
+            [r for r in results if r['image_id'] == info['id']], labels,
+            shape, scale, with_masks)
         visualizer.add_datasample(
-            image_info['file_name'], image, sample, draw_gt=True, show=False)
+            info['file_name'], image, sample, draw_gt=True, show=False)
         panels.append(visualizer.get_image())
-    columns = 2 if len(panels) > 1 else 1
-    while len(panels) % columns:
+    if len(panels) % 2:  # two panels a row
         panels.append(np.zeros_like(panels[0]))
-    rows = [
-        np.hstack(panels[i:i + columns])
-        for i in range(0, len(panels), columns)
-    ]
+    rows = [np.hstack(panels[i:i + 2]) for i in range(0, len(panels), 2)]
     mmcv.imwrite(mmcv.rgb2bgr(np.vstack(rows)), out_file)
 
 
@@ -236,13 +241,15 @@ def main(argv=None):
     with open(metrics_file, 'w') as f:
         json.dump(metrics, f, indent=2)
 
-    iou_type = 'segm' if f'{outfile_prefix}.segm.json' in glob.glob(
-        f'{outfile_prefix}.*.json') else 'bbox'
-    result_file = f'{outfile_prefix}.{iou_type}.json'
+    # Mask R-CNN's segm results hold boxes, scores and masks; RetinaNet has
+    # only bbox results.
+    result_file = f'{outfile_prefix}.segm.json'
+    if args.detector == 'retinanet':
+        result_file = f'{outfile_prefix}.bbox.json'
     if osp.getmtime(result_file) < start:
         raise FileNotFoundError(f'{result_file} was not written by this run')
     png_file = osp.join(work_dir, 'predictions.png')
-    draw_predictions(result_file, ann_files['val'],
+    draw_predictions(config, result_file, ann_files['val'],
                      osp.join(args.data_root, 'val'), png_file,
                      args.show_images)
 
