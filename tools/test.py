@@ -12,6 +12,7 @@ from mmengine.registry import METRICS, RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
+from mmsoftpool.datasets.checks import check_data_config
 from mmsoftpool.launch import load_config, setup_distributed
 
 # What differs between the libraries: the metric that dumps predictions
@@ -109,6 +110,8 @@ def main():
     dump_metric = (
         DUMP_METRIC[library_of(cfg, '--out')] if args.out else None)
 
+    # Missing or broken data fails here, naming the file, not mid-epoch.
+    check_data_config(cfg, ('test', ))
     setup_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

@@ -11,6 +11,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
+from mmsoftpool.datasets.checks import check_data_config
 from mmsoftpool.launch import load_config, setup_distributed
 
 
@@ -85,6 +86,8 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    # Missing or broken data fails here, naming the file, not mid-epoch.
+    check_data_config(cfg, ('train', 'val'))
     setup_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

@@ -46,8 +46,11 @@ def find_pools(model: nn.Module, slot: PoolSlot) -> List[str]:
     ]
 
 
-def _as_tuple(value, dim: int) -> tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, ) * dim
+def _same_stride(a, b) -> bool:
+    """Whether two pooling strides (ints or tuples) are equal."""
+    a, b = (tuple(v) if isinstance(v, (tuple, list)) else (v, ) for v in (a, b))
+    dim = max(len(a), len(b))
+    return (a * dim if len(a) == 1 else a) == (b * dim if len(b) == 1 else b)
 
 
 def build_pool(cfg: dict, replaced: nn.Module, name: str, owner: str,
@@ -86,22 +89,21 @@ def build_pool(cfg: dict, replaced: nn.Module, name: str, owner: str,
         raise ValueError(
             f'{owner}: {arg}={given!r}: unknown pooling type '
             f'{pool_type!r}, it is not registered in MMEngine\'s MODELS '
-            'registry. SoftPool layers are SoftPool1d/2d/3d, registered by '
+            'registry. The SoftPool layers, SoftPool1d, SoftPool2d and '
+            'SoftPool3d, are registered by '
             "custom_imports=dict(imports=['mmsoftpool'], "
             'allow_failed_imports=False) in the config.') from error
 
-    old_stride, new_stride = getattr(replaced, 'stride',
-                                     None), getattr(pool, 'stride', None)
-    if old_stride is not None and new_stride is not None:
-        dim = len(_as_tuple(new_stride, 1))
-        if _as_tuple(old_stride, dim) != _as_tuple(new_stride, dim):
-            raise ValueError(
-                f'{owner}: {arg}={given!r} gives stride '
-                f'{tuple(_as_tuple(new_stride, dim))}, but the '
-                f'{type(replaced).__name__} it replaces at {name} has stride '
-                f'{tuple(_as_tuple(old_stride, dim))}; the replacement must '
-                'keep the stride (leave out kernel_size to copy the '
-                "replaced layer's kernel_size, stride, padding and ceil_mode)")
+    old_stride = getattr(replaced, 'stride', None)
+    new_stride = getattr(pool, 'stride', None)
+    if None not in (old_stride, new_stride) and not _same_stride(
+            old_stride, new_stride):
+        raise ValueError(
+            f'{owner}: {arg}={given!r} gives stride {new_stride}, but the '
+            f'{type(replaced).__name__} it replaces at {name} has stride '
+            f'{old_stride}; the replacement must keep the stride (leave out '
+            "kernel_size to copy the replaced layer's kernel_size, stride, "
+            'padding and ceil_mode)')
     return pool
 
 
