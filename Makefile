@@ -42,6 +42,6 @@ cuda-check: $(STACK_STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	echo "[cuda-check] compiling the CUDA kernels (sm_90) in $$tmp" && \
 	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 CUDA_HOME=$(CUDA_HOME) MAX_JOBS=2 \
-	CPATH=$$(ls -d $(VENV)/lib/python3*/site-packages/nvidia/cu*/include | tr '\n' ':') \
+	CPATH=$$(ls -d $(CURDIR)/$(VENV)/lib/python3*/site-packages/nvidia/*/include | tr '\n' ':') \
 	$(PY) setup.py -q build_ext --build-temp "$$tmp/temp" --build-lib "$$tmp/lib" && \
 	ls "$$tmp"/lib/mmsoftpool/_C*.so && echo "[cuda-check] CUDA sources compile"
