@@ -23,11 +23,19 @@ namespace {
 
 using at::vec::Vectorized;
 
-template <typename scalar_t>
+// kCells > 0: windows of exactly kCells cells, known at compile time so the
+// loops unroll and the cells stay in registers; 0: any count up to
+// kMaxVectorCells. Cells outside the input (padding) are -inf.
+template <typename scalar_t, int kCells>
 struct VecSoftPool {
   using Vec = Vectorized<scalar_t>;
   static constexpr int64_t kLanes = Vec::size();
   static constexpr scalar_t kInf = std::numeric_limits<scalar_t>::infinity();
+  static constexpr int64_t kMax = kCells > 0 ? kCells : kMaxVectorCells;
+
+  static int64_t cell_count(const PoolGeometry& g) {
+    return kCells > 0 ? kCells : g.kernel[0] * g.kernel[1] * g.kernel[2];
+  }
 
   // d = x - m with -inf cells moved to the lowest finite value, so that exp(d)
   // is 0 and e * d is 0 rather than 0 * inf = NaN.
@@ -63,7 +71,7 @@ struct VecSoftPool {
                        Vec* cell_grads) {
     const Vec m = window_max(cells, count);
     if ((m.abs() < Vec(kInf)).zero_mask() != 0) return false;
-    Vec d[kMaxVectorCells], weight[kMaxVectorCells];
+    Vec d[kMax], weight[kMax];
     Vec shifted_out(0);  // y - m
     for (int64_t i = 0; i < count; ++i) {
       d[i] = shifted(cells[i], m);
@@ -127,33 +135,29 @@ struct VecSoftPool {
     }
   }
 
-  // Both cells of k = 2, s = 2 windows at once: row[first + 2j] += even[j] and
-  // row[first + 2j + 1] += odd[j], one interleaved load and store.
-  static void add_column_pairs(scalar_t* row, int64_t width, int64_t first, int64_t lanes,
-                               const Vec& even, const Vec& odd) {
-    if (lanes == kLanes && first >= 0 && first + 2 * kLanes <= width) {
-      auto [low, high] = at::vec::interleave2(even, odd);
-      (Vec::loadu(row + first) + low).store(row + first);
-      (Vec::loadu(row + first + kLanes) + high).store(row + first + kLanes);
-      return;
+  // Calls f(cell index, input row or nullptr if the row is padding, kw) for
+  // each cell of the windows of output row (od, oh), in window.h's order.
+  template <typename Row, typename F>
+  static void for_each_row_cell(Row* plane, const int64_t* strides, const PoolGeometry& g,
+                                int64_t od, int64_t oh, F&& f) {
+    int64_t i = 0;
+    for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
+      const int64_t d = od * g.stride[0] - g.padding[0] + kd;
+      for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
+        const int64_t h = oh * g.stride[1] - g.padding[1] + kh;
+        const bool inside = d >= 0 && d < g.input[0] && h >= 0 && h < g.input[1];
+        Row* row = inside ? plane + d * strides[0] + h * strides[1] : nullptr;
+        for (int64_t kw = 0; kw < g.kernel[2]; ++kw) f(i++, row, kw);
+      }
     }
-    add_columns(row, width, first, 2, lanes, even);
-    add_columns(row, width, first + 1, 2, lanes, odd);
   }
 
-  // The cells of the windows of row (od, oh), columns from ow0, in window.h's
-  // order (D, H, W). Rows of the window that lie in the padding are left out.
-  static int64_t row_cells(const scalar_t* plane, const int64_t* xs, const PoolGeometry& g,
-                           int64_t od, int64_t oh, int64_t ow0, int64_t lanes, Vec* cells) {
-    const Window w = window_at(g, od, oh, 0);  // D and H extent of the row's windows
+  static void load_row_cells(const scalar_t* plane, const int64_t* xs, const PoolGeometry& g,
+                             int64_t od, int64_t oh, int64_t ow0, int64_t lanes, Vec* cells) {
     const int64_t first = ow0 * g.stride[2] - g.padding[2];
-    int64_t count = 0;
-    for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
-      for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
-        for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
-          cells[count++] = load_columns(plane + d * xs[0] + h * xs[1], g.input[2], first + kw,
-                                        g.stride[2], lanes);
-    return count;
+    for_each_row_cell(plane, xs, g, od, oh, [&](int64_t i, const scalar_t* row, int64_t kw) {
+      cells[i] = row ? load_columns(row, g.input[2], first + kw, g.stride[2], lanes) : Vec(-kInf);
+    });
   }
 
   static void forward_rows(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
@@ -161,12 +165,11 @@ struct VecSoftPool {
     const scalar_t* x = input5.const_data_ptr<scalar_t>();
     scalar_t* y = output5.mutable_data_ptr<scalar_t>();
     scalar_t* ln = log_norm5.mutable_data_ptr<scalar_t>();
-    const int64_t channels = input5.size(1);
-    const int64_t xs[3] = {input5.stride(2), input5.stride(3), 1};
+    const int64_t channels = input5.size(1), count = cell_count(g);
+    const int64_t xs[2] = {input5.stride(2), input5.stride(3)};
     const int64_t rows = input5.size(0) * channels * g.output[0] * g.output[1];
-    const int64_t row_work = g.output[2] * g.kernel[0] * g.kernel[1] * g.kernel[2];
-    at::parallel_for(0, rows, grain_for(row_work), [&](int64_t begin, int64_t end) {
-      Vec cells[kMaxVectorCells];
+    at::parallel_for(0, rows, grain_for(g.output[2] * count), [&](int64_t begin, int64_t end) {
+      Vec cells[kMax];
       for (int64_t row = begin; row < end; ++row) {
         const int64_t oh = row % g.output[1];
         const int64_t od = (row / g.output[1]) % g.output[0];
@@ -177,7 +180,7 @@ struct VecSoftPool {
         scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
         for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
           const int64_t lanes = std::min(kLanes, g.output[2] - ow0);
-          const int64_t count = row_cells(xp, xs, g, od, oh, ow0, lanes, cells);
+          load_row_cells(xp, xs, g, od, oh, ow0, lanes, cells);
           Vec out, log_norm;
           forward(cells, count, out, log_norm);
           out.store(y_row + ow0, lanes);
@@ -196,15 +199,15 @@ struct VecSoftPool {
     const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
     const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
     scalar_t* dx = grad_input5.mutable_data_ptr<scalar_t>();
-    const int64_t channels = input5.size(1);
+    const int64_t channels = input5.size(1), count = cell_count(g);
     const int64_t xs[3] = {input5.stride(2), input5.stride(3), 1};
     const int64_t ds[3] = {grad_input5.stride(2), grad_input5.stride(3), 1};
     const int64_t grad_column_stride = grad5.stride(4);  // 0 for an expanded gradient
-    const int64_t plane_work = g.output[0] * g.output[1] * g.output[2] * g.kernel[0] *
-                               g.kernel[1] * g.kernel[2];
+    const bool pairs = g.kernel[2] == 2 && g.stride[2] == 2;
+    const int64_t plane_work = g.output[0] * g.output[1] * g.output[2] * count;
     at::parallel_for(0, input5.size(0) * channels, grain_for(plane_work), [&](int64_t begin,
                                                                               int64_t end) {
-      Vec cells[kMaxVectorCells], cell_grads[kMaxVectorCells];
+      Vec cells[kMax], cell_grads[kMax];
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t n = plane / channels, c = plane % channels;
         const scalar_t* xp = x + n * input5.stride(0) + c * input5.stride(1);
@@ -215,10 +218,9 @@ struct VecSoftPool {
           for (int64_t oh = 0; oh < g.output[1]; ++oh) {
             const scalar_t* g_row = gy + window_offset(grad5, n, c, od, oh, 0);
             const scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
-            const Window rows = window_at(g, od, oh, 0);
             for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
               const int64_t lanes = std::min(kLanes, g.output[2] - ow0);
-              const int64_t count = row_cells(xp, xs, g, od, oh, ow0, lanes, cells);
+              load_row_cells(xp, xs, g, od, oh, ow0, lanes, cells);
               const Vec grad =
                   load_strided(g_row + ow0 * grad_column_stride, grad_column_stride, lanes);
               const Vec log_norm = Vec::loadu(ln_row + ow0, lanes);
@@ -229,21 +231,22 @@ struct VecSoftPool {
                 continue;
               }
               const int64_t first = ow0 * g.stride[2] - g.padding[2];
-              const bool pairs = g.kernel[2] == 2 && g.stride[2] == 2;
-              int64_t i = 0;
-              for (int64_t d = rows.begin[0]; d < rows.end[0]; ++d)
-                for (int64_t h = rows.begin[1]; h < rows.end[1]; ++h) {
-                  scalar_t* dx_row = dxp + d * ds[0] + h * ds[1];
-                  if (pairs) {
-                    add_column_pairs(dx_row, g.input[2], first, lanes, cell_grads[i],
-                                     cell_grads[i + 1]);
-                    i += 2;
-                    continue;
+              for_each_row_cell(dxp, ds, g, od, oh, [&](int64_t i, scalar_t* row, int64_t kw) {
+                if (!row) return;  // padding
+                if (!pairs) {
+                  add_columns(row, g.input[2], first + kw, g.stride[2], lanes, cell_grads[i]);
+                } else if (kw == 0) {
+                  // k = s = 2: both cells with one interleaved load and store.
+                  if (lanes == kLanes && first >= 0 && first + 2 * kLanes <= g.input[2]) {
+                    auto [low, high] = at::vec::interleave2(cell_grads[i], cell_grads[i + 1]);
+                    (Vec::loadu(row + first) + low).store(row + first);
+                    (Vec::loadu(row + first + kLanes) + high).store(row + first + kLanes);
+                  } else {
+                    add_columns(row, g.input[2], first, 2, lanes, cell_grads[i]);
+                    add_columns(row, g.input[2], first + 1, 2, lanes, cell_grads[i + 1]);
                   }
-                  for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
-                    add_columns(dx_row, g.input[2], first + kw, g.stride[2], lanes,
-                                cell_grads[i++]);
                 }
+              });
             }
           }
       }
@@ -252,14 +255,22 @@ struct VecSoftPool {
 
   // ---- channels_last: lanes are channels c0 .. c0 + lanes - 1 ----
 
-  static int64_t channel_cells(const scalar_t* x, const int64_t* xs, const Window& w,
-                               int64_t lanes, Vec* cells) {
-    int64_t count = 0;
-    for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
-      for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
-        for (int64_t q = w.begin[2]; q < w.end[2]; ++q)
-          cells[count++] = Vec::loadu(x + d * xs[0] + h * xs[1] + q * xs[2], lanes);
-    return count;
+  // Calls f(cell index, offset of the cell or -1 if it is padding) for each
+  // cell of window (od, oh, ow), in window.h's order.
+  template <typename F>
+  static void for_each_channel_cell(const int64_t* strides, const PoolGeometry& g, int64_t od,
+                                    int64_t oh, int64_t ow, F&& f) {
+    const int64_t index[3] = {od, oh, ow};
+    int64_t start[3];
+    for (int d = 0; d < 3; ++d) start[d] = index[d] * g.stride[d] - g.padding[d];
+    int64_t i = 0;
+    for (int64_t d = start[0]; d < start[0] + g.kernel[0]; ++d)
+      for (int64_t h = start[1]; h < start[1] + g.kernel[1]; ++h)
+        for (int64_t w = start[2]; w < start[2] + g.kernel[2]; ++w) {
+          const bool inside = d >= 0 && d < g.input[0] && h >= 0 && h < g.input[1] && w >= 0 &&
+                              w < g.input[2];
+          f(i++, inside ? d * strides[0] + h * strides[1] + w * strides[2] : int64_t(-1));
+        }
   }
 
   static void forward_channels(const at::Tensor& input5, at::Tensor& output5,
@@ -267,28 +278,28 @@ struct VecSoftPool {
     const scalar_t* x = input5.const_data_ptr<scalar_t>();
     scalar_t* y = output5.mutable_data_ptr<scalar_t>();
     scalar_t* ln = log_norm5.mutable_data_ptr<scalar_t>();
-    const int64_t channels = input5.size(1);
+    const int64_t channels = input5.size(1), count = cell_count(g);
     const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
     const int64_t rows = input5.size(0) * g.output[0] * g.output[1];
-    const int64_t row_work = g.output[2] * channels * g.kernel[0] * g.kernel[1] * g.kernel[2];
+    const int64_t row_work = g.output[2] * channels * count;
     at::parallel_for(0, rows, grain_for(row_work), [&](int64_t begin, int64_t end) {
-      Vec cells[kMaxVectorCells];
+      Vec cells[kMax];
       for (int64_t row = begin; row < end; ++row) {
         const int64_t oh = row % g.output[1];
         const int64_t od = (row / g.output[1]) % g.output[0];
         const int64_t n = row / (g.output[1] * g.output[0]);
-        for (int64_t ow = 0; ow < g.output[2]; ++ow) {
-          const Window w = window_at(g, od, oh, ow);
+        for (int64_t ow = 0; ow < g.output[2]; ++ow)
           for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
             const int64_t lanes = std::min(kLanes, channels - c0);
-            const int64_t count =
-                channel_cells(x + n * input5.stride(0) + c0, xs, w, lanes, cells);
+            const scalar_t* xp = x + n * input5.stride(0) + c0;
+            for_each_channel_cell(xs, g, od, oh, ow, [&](int64_t i, int64_t offset) {
+              cells[i] = offset >= 0 ? Vec::loadu(xp + offset, lanes) : Vec(-kInf);
+            });
             Vec out, log_norm;
             forward(cells, count, out, log_norm);
             out.store(y + window_offset(output5, n, c0, od, oh, ow), lanes);
             log_norm.store(ln + window_offset(log_norm5, n, c0, od, oh, ow), lanes);
           }
-        }
       }
     });
   }
@@ -301,16 +312,15 @@ struct VecSoftPool {
     const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
     const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
     scalar_t* dx = grad_input5.mutable_data_ptr<scalar_t>();
-    const int64_t channels = input5.size(1);
+    const int64_t channels = input5.size(1), count = cell_count(g);
     const int64_t blocks = (channels + kLanes - 1) / kLanes;
     const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
     const int64_t ds[3] = {grad_input5.stride(2), grad_input5.stride(3), grad_input5.stride(4)};
     const int64_t grad_channel_stride = grad5.stride(1);
-    const int64_t block_work = g.output[0] * g.output[1] * g.output[2] * kLanes * g.kernel[0] *
-                               g.kernel[1] * g.kernel[2];
+    const int64_t block_work = g.output[0] * g.output[1] * g.output[2] * kLanes * count;
     at::parallel_for(0, input5.size(0) * blocks, grain_for(block_work), [&](int64_t begin,
                                                                             int64_t end) {
-      Vec cells[kMaxVectorCells], cell_grads[kMaxVectorCells];
+      Vec cells[kMax], cell_grads[kMax];
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / blocks, c0 = (item % blocks) * kLanes;
         const int64_t lanes = std::min(kLanes, channels - c0);
@@ -321,24 +331,23 @@ struct VecSoftPool {
         for (int64_t od = 0; od < g.output[0]; ++od)
           for (int64_t oh = 0; oh < g.output[1]; ++oh)
             for (int64_t ow = 0; ow < g.output[2]; ++ow) {
-              const Window w = window_at(g, od, oh, ow);
               const scalar_t* g_at = gy + window_offset(grad5, n, c0, od, oh, ow);
               const scalar_t* ln_at = ln + window_offset(log_norm5, n, c0, od, oh, ow);
-              const int64_t count = channel_cells(xp, xs, w, lanes, cells);
+              for_each_channel_cell(xs, g, od, oh, ow, [&](int64_t i, int64_t offset) {
+                cells[i] = offset >= 0 ? Vec::loadu(xp + offset, lanes) : Vec(-kInf);
+              });
               const Vec grad = load_strided(g_at, grad_channel_stride, lanes);
               if (!backward(cells, count, grad, Vec::loadu(ln_at, lanes), cell_grads)) {
+                const Window w = window_at(g, od, oh, ow);
                 for (int64_t j = 0; j < lanes; ++j)
                   add_window_gradient<scalar_t>(xp + j, xs, dxp + j, ds, w,
                                                 g_at[j * grad_channel_stride], ln_at[j]);
                 continue;
               }
-              int64_t i = 0;
-              for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
-                for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
-                  for (int64_t q = w.begin[2]; q < w.end[2]; ++q) {
-                    scalar_t* target = dxp + d * ds[0] + h * ds[1] + q * ds[2];
-                    (Vec::loadu(target, lanes) + cell_grads[i++]).store(target, lanes);
-                  }
+              for_each_channel_cell(ds, g, od, oh, ow, [&](int64_t i, int64_t offset) {
+                if (offset < 0) return;  // padding
+                (Vec::loadu(dxp + offset, lanes) + cell_grads[i]).store(dxp + offset, lanes);
+              });
             }
       }
     });
@@ -359,6 +368,20 @@ Layout vector_layout(const at::Tensor& input5, const PoolGeometry& g, at::Memory
   return Layout::kNone;
 }
 
+// Calls f(VecSoftPool<scalar_t, K>{}) with K the window size for the common
+// 2x2 and 3x3 windows (compile-time loops), else K = 0.
+template <typename scalar_t, typename F>
+void with_cell_count(const PoolGeometry& g, F&& f) {
+  switch (g.kernel[0] * g.kernel[1] * g.kernel[2]) {
+    case 4:
+      return f(VecSoftPool<scalar_t, 4>{});
+    case 9:
+      return f(VecSoftPool<scalar_t, 9>{});
+    default:
+      return f(VecSoftPool<scalar_t, 0>{});
+  }
+}
+
 }  // namespace
 
 bool forward_vectorized(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
@@ -366,10 +389,12 @@ bool forward_vectorized(const at::Tensor& input5, at::Tensor& output5, at::Tenso
   const Layout layout = vector_layout(input5, g, format);
   if (layout == Layout::kNone) return false;
   AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_forward_vectorized", [&] {
-    if (layout == Layout::kRows)
-      VecSoftPool<scalar_t>::forward_rows(input5, output5, log_norm5, g);
-    else
-      VecSoftPool<scalar_t>::forward_channels(input5, output5, log_norm5, g);
+    with_cell_count<scalar_t>(g, [&](auto kernel) {
+      if (layout == Layout::kRows)
+        decltype(kernel)::forward_rows(input5, output5, log_norm5, g);
+      else
+        decltype(kernel)::forward_channels(input5, output5, log_norm5, g);
+    });
   });
   return true;
 }
@@ -380,10 +405,12 @@ bool backward_vectorized(const at::Tensor& grad5, const at::Tensor& input5,
   const Layout layout = vector_layout(input5, g, format);
   if (layout == Layout::kNone) return false;
   AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_backward_vectorized", [&] {
-    if (layout == Layout::kRows)
-      VecSoftPool<scalar_t>::backward_rows(grad5, input5, log_norm5, grad_input5, g);
-    else
-      VecSoftPool<scalar_t>::backward_channels(grad5, input5, log_norm5, grad_input5, g);
+    with_cell_count<scalar_t>(g, [&](auto kernel) {
+      if (layout == Layout::kRows)
+        decltype(kernel)::backward_rows(grad5, input5, log_norm5, grad_input5, g);
+      else
+        decltype(kernel)::backward_channels(grad5, input5, log_norm5, grad_input5, g);
+    });
   });
   return true;
 }
