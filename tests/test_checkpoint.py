@@ -18,6 +18,7 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.evaluator import BaseMetric
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
 from mmengine.runner import Runner, load_checkpoint
@@ -32,16 +33,28 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 class ToyDetector(BaseModel):
     """A 'backbone' and a 'head' whose size depends on the class count."""
 
-    def __init__(self, num_classes=3, width=4):
+    def __init__(self, num_classes=3, width=4, dropout=0.0):
         super().__init__()
-        self.backbone = nn.Sequential(nn.Linear(2, width), nn.BatchNorm1d(width))
+        self.backbone = nn.Sequential(
+            nn.Linear(2, width), nn.BatchNorm1d(width), nn.Dropout(dropout))
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, inputs, labels, mode='tensor'):
         logits = self.head(self.backbone(inputs))
         if mode == 'loss':
             return dict(loss=nn.functional.cross_entropy(logits, labels))
+        if mode == 'predict':
+            return list(logits.argmax(1) == labels)
         return logits
+
+
+class ToyAccuracy(BaseMetric):
+
+    def process(self, data_batch, data_samples):
+        self.results.extend(bool(correct) for correct in data_samples)
+
+    def compute_metrics(self, results):
+        return dict(accuracy=sum(results) / len(results))
 
 
 class ToyData(Dataset):
@@ -56,7 +69,7 @@ class ToyData(Dataset):
 
 
 def make_runner(work_dir, model=None, max_epochs=1, **kwargs):
-    return Runner(
+    settings = dict(
         model=model if model is not None else ToyDetector(),
         work_dir=str(work_dir),
         train_dataloader=dict(
@@ -69,7 +82,9 @@ def make_runner(work_dir, model=None, max_epochs=1, **kwargs):
             optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=2),
-            dict(type='MultiStepLR', milestones=[1], by_epoch=True)
+            # `end` fixed: by default it is max_epochs, which the stopped
+            # run of a resume test sets lower
+            dict(type='MultiStepLR', milestones=[1], by_epoch=True, end=9)
         ],
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         default_hooks=dict(
@@ -79,8 +94,9 @@ def make_runner(work_dir, model=None, max_epochs=1, **kwargs):
             dict(type='CheckpointMatchHook'),
             dict(type='RNGStateHook')
         ],
-        randomness=dict(seed=0),
-        **kwargs)
+        randomness=dict(seed=0))
+    settings.update(kwargs)
+    return Runner(**settings)
 
 
 @pytest.fixture(scope='module')
@@ -370,3 +386,39 @@ def test_rng_state_is_saved_and_restored_on_resume(runner_checkpoint,
     import numpy as np
     assert np.array_equal(np.random.get_state(legacy=False)['state']['key'],
                           saved['numpy']['state']['key'])
+
+
+@pytest.mark.parametrize('hooks,exact', [([dict(type='RNGStateHook')], True),
+                                         ([], False)])
+def test_resume_with_validation_and_dropout(tmp_path, hooks, exact):
+    """Dropout draws from torch's generator, and so does every validation
+    (its dataloader's base seed). A run validated after epoch 1, stopped
+    and resumed, must match one that ran both epochs at once; MMEngine alone
+    (no hook) does not."""
+
+    def run(work_dir, max_epochs, resume):
+        val = dict(
+            train_cfg=dict(by_epoch=True, max_epochs=max_epochs,
+                           val_interval=1),
+            val_dataloader=dict(
+                dataset=ToyData(),
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                collate_fn=dict(type='default_collate'),
+                batch_size=4),
+            val_cfg=dict(),
+            val_evaluator=[ToyAccuracy()])
+        torch.manual_seed(0)  # the same initial weights in every run
+        runner = make_runner(
+            work_dir,
+            model=ToyDetector(dropout=0.5),
+            resume=resume,
+            custom_hooks=hooks,
+            **val)
+        runner.train()
+        return runner.model.state_dict()
+
+    whole = run(tmp_path / 'whole', 2, False)
+    run(tmp_path / 'split', 1, False)
+    resumed = run(tmp_path / 'split', 2, True)
+    same = all(torch.equal(whole[key], resumed[key]) for key in whole)
+    assert same == exact

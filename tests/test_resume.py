@@ -1,0 +1,149 @@
+"""Exact resume through the project's tools: RetinaNet (SoftPool demo config)
+on a small generated COCO dataset, 3 epochs in one go versus 2 epochs, then
+``tools/train.py --resume`` for the third. Same final weights, same loss at
+every iteration of the third epoch, same predictions and COCO metrics from
+``tools/test.py``.
+
+The interrupted run stops after epoch 2 the way a crash after a checkpoint
+does: its config is the same except ``train_cfg.max_epochs=2`` (nothing else
+depends on it: the LR schedule's milestones are fixed numbers), and it
+validates after epoch 2 where the uninterrupted run does not, which the
+RNGStateHook keeps out of the training's random streams.
+"""
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmsoftpool.datasets.demo import generate_demo_dataset
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+BASE_CONFIG = osp.join(REPO, 'configs/demo/retinanet_r18_softpool_demo.py')
+
+CONFIG = """
+_base_ = {base!r}
+data_root = {root!r}
+# 64x64 images, 2 iterations of 2 images an epoch: seconds per run on CPU
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(64, 64), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),  # draws from numpy's global RNG
+    dict(type='PackDetInputs')
+]
+train_dataloader = dict(
+    batch_size=2, dataset=dict(data_root=data_root, pipeline=pipeline))
+val_dataloader = dict(
+    batch_size=2,
+    dataset=dict(data_root=data_root, pipeline=pipeline[:3] + [
+        dict(type='PackDetInputs',
+             meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                        'scale_factor'))
+    ]))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+# Barely trained: keep every box so that COCO metrics are computed
+model = dict(test_cfg=dict(score_thr=0.0))
+train_cfg = dict(max_epochs=3, val_interval=10)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3),
+    dict(type='MultiStepLR', begin=0, end=3, by_epoch=True, milestones=[2])
+]
+default_hooks = dict(
+    checkpoint=dict(interval=1, max_keep_ckpts=3), logger=dict(interval=1))
+custom_imports = dict(
+    imports=['mmsoftpool.models', 'mmsoftpool.engine'],
+    allow_failed_imports=False)
+custom_hooks = [dict(type='RNGStateHook'), dict(type='CheckpointMatchHook')]
+randomness = dict(seed=0)
+"""
+
+
+def run_tool(*args):
+    # One thread: the same arithmetic in every run, and no oversubscription
+    # of a CPU shared with other jobs (which slows training tenfold).
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    out = subprocess.run([sys.executable, *args],
+                         cwd=REPO,
+                         env=env,
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+
+def train(config, work_dir, *options):
+    return run_tool('tools/train.py', config, '--work-dir', str(work_dir),
+                    *options)
+
+
+def logged(work_dir, key):
+    """``{step: value}`` of a scalar logged in work_dir/<time>/vis_data."""
+    values = {}
+    for path in sorted(work_dir.glob('*/vis_data/scalars.json')):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if key in record:
+                values[record['step']] = record[key]
+    return values
+
+
+@pytest.fixture(scope='module')
+def config(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data') / 'demo'
+    generate_demo_dataset(str(root), num_train=4, num_val=2, image_size=64)
+    path = tmp_path_factory.mktemp('configs') / 'retinanet_resume.py'
+    path.write_text(CONFIG.format(base=BASE_CONFIG, root=str(root) + '/'))
+    return str(path)
+
+
+def test_resume_at_epoch_boundary_is_exact(config, tmp_path):
+    whole, split = tmp_path / 'whole', tmp_path / 'split'
+    train(config, whole)
+    train(config, split, '--cfg-options', 'train_cfg.max_epochs=2')
+    assert not (split / 'epoch_3.pth').exists()
+    log = train(config, split, '--resume')
+    assert 'resumed epoch: 2, iter: 4' in log
+    assert 'RNGStateHook: random states restored' in log
+
+    final_whole = torch.load(whole / 'epoch_3.pth')
+    final_split = torch.load(split / 'epoch_3.pth')
+    assert final_whole['meta']['iter'] == final_split['meta']['iter'] == 6
+    weights = final_whole['state_dict']
+    assert weights.keys() == final_split['state_dict'].keys()
+    for key, value in weights.items():
+        assert torch.equal(value, final_split['state_dict'][key]), key
+    # the optimizer state (momentum) continues too
+    state_whole = final_whole['optimizer']['state']
+    for index, state in final_split['optimizer']['state'].items():
+        assert torch.equal(state['momentum_buffer'],
+                           state_whole[index]['momentum_buffer'])
+
+    loss_whole, loss_split = logged(whole, 'loss'), logged(split, 'loss')
+    assert sorted(loss_whole) == sorted(loss_split) == [1, 2, 3, 4, 5, 6]
+    assert loss_whole == loss_split
+
+    # COCO metrics of the final validation, and of tools/test.py
+    map_whole = logged(whole, 'coco/bbox_mAP')
+    map_split = logged(split, 'coco/bbox_mAP')
+    assert 3 in map_whole and map_whole[3] == map_split[3]
+    metrics_whole = {
+        key: values[3]
+        for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
+        for values in [logged(whole, key)]
+    }
+    log = run_tool('tools/test.py', config, str(split / 'epoch_3.pth'),
+                   '--work-dir', str(tmp_path / 'test'))
+    metrics_test = {
+        key: float(value)
+        for key, value in re.findall(r'(coco/bbox_mAP(?:_50|_75)?): ([\d.]+)',
+                                     log)
+    }
+    assert metrics_test == metrics_whole
