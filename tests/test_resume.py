@@ -19,6 +19,8 @@ import sys
 
 import pytest
 import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
 
 from mmsoftpool.datasets.demo import generate_demo_dataset
 
@@ -104,9 +106,19 @@ def config(tmp_path_factory):
     return str(path)
 
 
-def test_resume_at_epoch_boundary_is_exact(config, tmp_path):
-    whole, split = tmp_path / 'whole', tmp_path / 'split'
-    train(config, whole)
+@pytest.fixture(scope='module')
+def whole(config, tmp_path_factory):
+    """The work dir of the uninterrupted 3-epoch run."""
+    work_dir = tmp_path_factory.mktemp('whole')
+    train(config, work_dir)
+    return work_dir
+
+
+COCO_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
+
+
+def test_resume_at_epoch_boundary_is_exact(config, whole, tmp_path):
+    split = tmp_path / 'split'
     train(config, split, '--cfg-options', 'train_cfg.max_epochs=2')
     assert not (split / 'epoch_3.pth').exists()
     log = train(config, split, '--resume')
@@ -130,15 +142,10 @@ def test_resume_at_epoch_boundary_is_exact(config, tmp_path):
     assert sorted(loss_whole) == sorted(loss_split) == [1, 2, 3, 4, 5, 6]
     assert loss_whole == loss_split
 
-    # COCO metrics of the final validation, and of tools/test.py
-    map_whole = logged(whole, 'coco/bbox_mAP')
-    map_split = logged(split, 'coco/bbox_mAP')
-    assert 3 in map_whole and map_whole[3] == map_split[3]
-    metrics_whole = {
-        key: values[3]
-        for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
-        for values in [logged(whole, key)]
-    }
+    # COCO metrics: the final validations, and tools/test.py
+    metrics_whole = {key: logged(whole, key)[3] for key in COCO_KEYS}
+    metrics_split = {key: logged(split, key)[3] for key in COCO_KEYS}
+    assert metrics_whole == metrics_split
     log = run_tool('tools/test.py', config, str(split / 'epoch_3.pth'),
                    '--work-dir', str(tmp_path / 'test'))
     metrics_test = {
@@ -147,3 +154,56 @@ def test_resume_at_epoch_boundary_is_exact(config, tmp_path):
                                      log)
     }
     assert metrics_test == metrics_whole
+
+
+def runner_for(config, work_dir, **options):
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(options)
+    cfg.work_dir = str(work_dir)
+    return Runner.from_cfg(cfg)
+
+
+def test_finetune_with_another_class_count(config, whole, tmp_path, capfd):
+    """As in mmdet: the head mismatch is reported, the rest is loaded."""
+    checkpoint = str(whole / 'epoch_3.pth')
+    runner = runner_for(
+        config, tmp_path, load_from=checkpoint,
+        **{'model.bbox_head.num_classes': 5})
+    runner.load_or_resume()
+    trained = torch.load(checkpoint)['state_dict']
+    loaded = runner.model.state_dict()
+    for key in ('backbone.conv1.weight', 'backbone.layer4.1.bn2.running_var',
+                'neck.fpn_convs.0.conv.weight', 'bbox_head.reg_convs.0.conv.weight'):
+        assert torch.equal(loaded[key], trained[key]), key
+    assert loaded['bbox_head.retina_cls.weight'].shape[0] == 9 * 5
+    assert ('size mismatch for bbox_head.retina_cls.weight'
+            in capfd.readouterr().out)
+
+
+def test_resume_with_another_architecture_is_refused(config, whole, tmp_path):
+    """A Mask R-CNN resumed from the RetinaNet checkpoint: the keys are
+    listed before anything is loaded."""
+    checkpoint = str(whole / 'epoch_3.pth')
+    mask_rcnn = osp.join(REPO, 'configs/demo/mask-rcnn_r18_softpool_demo.py')
+    runner = runner_for(
+        mask_rcnn, tmp_path, load_from=checkpoint, resume=True,
+        custom_imports=Config.fromfile(config).custom_imports,
+        custom_hooks=[dict(type='CheckpointMatchHook')])
+    with pytest.raises(RuntimeError) as error:
+        runner.load_or_resume()
+    message = str(error.value)
+    assert message.startswith(f"Checkpoint '{checkpoint}' does not fit the "
+                              'model MaskRCNN (resuming needs every key')
+    assert re.search(r'missing keys \(\d+\): .*rpn_head\.rpn_conv', message)
+    assert re.search(r'unexpected keys \(\d+\): .*bbox_head\.cls_convs',
+                     message)
+
+
+def test_truncated_checkpoint_for_test(config, whole, tmp_path):
+    data = (whole / 'epoch_3.pth').read_bytes()
+    truncated = tmp_path / 'epoch_3.pth'
+    truncated.write_bytes(data[:len(data) * 3 // 4])
+    runner = runner_for(config, tmp_path / 'work', load_from=str(truncated))
+    with pytest.raises(RuntimeError, match=f"Cannot read checkpoint "
+                       f"'{truncated}' .*damaged, truncated"):
+        runner.load_or_resume()
