@@ -15,6 +15,7 @@ import sys
 import zipfile
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -132,7 +133,8 @@ def test_runner_checkpoint_needs_the_allow_list(runner_checkpoint):
         'numpy.ndarray', 'numpy.dtype'
     } <= pickled_globals(runner_checkpoint)
     out = subprocess.run(
-        [sys.executable, '-c', f'import torch; torch.load({runner_checkpoint!r})'],
+        [sys.executable, '-c',
+         f'import torch; torch.load({runner_checkpoint!r})'],
         capture_output=True,
         text=True,
         cwd=REPO)
@@ -202,7 +204,6 @@ def test_plain_state_dict_loads(tmp_path):
 
 def test_numpy1_names_load(tmp_path):
     """Checkpoints written with numpy 1 name ``numpy.core.multiarray``."""
-    import numpy as np
     buffer = io.BytesIO()
     torch.save({'meta': {'history': np.arange(4.0)}},
                buffer,
@@ -356,7 +357,9 @@ def test_load_from_with_another_class_count_loads_the_backbone(
     """Fine-tuning keeps working: head mismatch reported, backbone loaded."""
     trained = torch.load(runner_checkpoint)['state_dict']
     runner = make_runner(
-        tmp_path, model=ToyDetector(num_classes=5), load_from=runner_checkpoint)
+        tmp_path,
+        model=ToyDetector(num_classes=5),
+        load_from=runner_checkpoint)
     runner.load_or_resume()
     assert torch.equal(runner.model.backbone[0].weight,
                        trained['backbone.0.weight'])
@@ -383,7 +386,6 @@ def test_rng_state_is_saved_and_restored_on_resume(runner_checkpoint,
         tmp_path, max_epochs=1, load_from=runner_checkpoint, resume=True)
     runner.train()  # resumed at its last epoch: restores, trains nothing
     assert torch.equal(torch.get_rng_state(), saved['torch'])
-    import numpy as np
     assert np.array_equal(np.random.get_state(legacy=False)['state']['key'],
                           saved['numpy']['state']['key'])
 

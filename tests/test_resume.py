@@ -173,7 +173,8 @@ def test_finetune_with_another_class_count(config, whole, tmp_path, capfd):
     trained = torch.load(checkpoint)['state_dict']
     loaded = runner.model.state_dict()
     for key in ('backbone.conv1.weight', 'backbone.layer4.1.bn2.running_var',
-                'neck.fpn_convs.0.conv.weight', 'bbox_head.reg_convs.0.conv.weight'):
+                'neck.fpn_convs.0.conv.weight',
+                'bbox_head.reg_convs.0.conv.weight'):
         assert torch.equal(loaded[key], trained[key]), key
     assert loaded['bbox_head.retina_cls.weight'].shape[0] == 9 * 5
     assert ('size mismatch for bbox_head.retina_cls.weight'

@@ -12,7 +12,8 @@ def _listed(title: str, items: list) -> str:
     if not items:
         return ''
     shown = ', '.join(items[:_SHOWN])
-    more = f' ... and {len(items) - _SHOWN} more' if len(items) > _SHOWN else ''
+    more = len(items) - _SHOWN
+    more = f' ... and {more} more' if more > 0 else ''
     return f'\n  {title} ({len(items)}): {shown}{more}'
 
 
