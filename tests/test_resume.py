@@ -208,3 +208,20 @@ def test_truncated_checkpoint_for_test(config, whole, tmp_path):
     with pytest.raises(RuntimeError, match=f"Cannot read checkpoint "
                        f"'{truncated}' .*damaged, truncated"):
         runner.load_or_resume()
+
+
+def test_backbone_init_from_checkpoint(config, whole):
+    """``init_cfg=dict(type='Pretrained', prefix='backbone.')``, the way a
+    classification checkpoint initialises a detector's backbone."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    checkpoint = str(whole / 'epoch_3.pth')
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = dict(
+        type='Pretrained', checkpoint=checkpoint, prefix='backbone.')
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    trained = torch.load(checkpoint)['state_dict']
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, trained[f'backbone.{key}']), key
