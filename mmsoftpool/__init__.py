@@ -1,8 +1,16 @@
-"""mmsoftpool: SoftPool for MMEngine / MMDetection / MMPretrain."""
+"""mmsoftpool: SoftPool for MMEngine / MMDetection / MMPretrain.
+
+Importing it (``custom_imports = dict(imports=['mmsoftpool'])`` in a config)
+registers the op's modules, the SoftPool backbones (MMPretrain's only where it
+is installed) and the engine hooks, and installs the safe-loading allow-list
+for ``torch.load``.
+"""
 from . import checkpoint  # noqa: F401  safe-loading allow-list for torch.load
+from . import engine  # noqa: F401  RNGStateHook, CheckpointMatchHook
+from . import models  # noqa: F401  SoftPool backbones for MMDetection
+from .models import classification  # noqa: F401  empty without MMPretrain
 from .ops import (SoftPool1d, SoftPool2d, SoftPool3d, soft_pool1d,
                   soft_pool2d, soft_pool3d)
-from . import models  # noqa: F401,E402  registers the SoftPool backbones
 from .version import __version__
 
 __all__ = [
