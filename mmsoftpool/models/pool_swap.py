@@ -118,7 +118,7 @@ class PoolSwapMixin:
     """Builds the backbone it is mixed into, then swaps its pooling layers.
 
     Usage: ``class SoftPoolResNet(PoolSwapMixin, ResNet)`` with
-    ``pool_slots = {'stem_pool_cfg': PoolSlot(nn.MaxPool2d, 'maxpool',
+    ``pool_slots = {'stem_pool_cfg': PoolSlot((nn.MaxPool2d, ), 'maxpool',
     dict(type='SoftPool2d', kernel_size=2, stride=2))}``. Each key of
     ``pool_slots`` becomes a keyword argument of the constructor; the other
     arguments go to the wrapped backbone unchanged.
@@ -140,8 +140,8 @@ class PoolSwapMixin:
             if not names:
                 kinds = '/'.join(t.__name__ for t in slot.pool_type)
                 raise ValueError(
-                    f'{owner}: {arg}={cfg!r} was given, but this backbone has '
-                    f'no {kinds} named like {slot.pattern!r} to replace'
+                    f'{owner}: {arg}={cfg!r}, but this backbone has no '
+                    f'{kinds} named like {slot.pattern!r} to replace'
                     f'{slot.hint}')
             for name in names:
                 replaced = self.get_submodule(name)
