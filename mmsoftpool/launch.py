@@ -59,6 +59,8 @@ def setup_distributed(cfg: Config) -> None:
             'not set')
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend='gloo')
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    # For the record (the saved config): the group above is gloo.
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(CPU_MODEL_WRAPPER_CFG)

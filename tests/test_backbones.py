@@ -42,7 +42,8 @@ def pools_of(model):
     }
 
 
-@pytest.mark.parametrize('softpool_cls,vanilla_cls,kwargs', PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize(
+    'softpool_cls,vanilla_cls,kwargs', PAIRS, ids=PAIR_IDS)
 def test_default_swaps_only_the_stem(softpool_cls, vanilla_cls, kwargs):
     vanilla, softpool = twins(softpool_cls, vanilla_cls, kwargs)
     assert list(softpool.state_dict()) == list(vanilla.state_dict())
@@ -232,12 +233,14 @@ def test_down_pool_cfg_without_avg_down():
 
 
 def test_replacement_must_keep_the_stride():
-    with pytest.raises(ValueError, match=r'stride \(1, 1\).*maxpool has stride 2'):
+    with pytest.raises(
+            ValueError, match=r'stride \(1, 1\).*maxpool has stride 2'):
         SoftPoolResNet(
             depth=18,
             stem_pool_cfg=dict(type='SoftPool2d', kernel_size=3, stride=1))
     # A fixed kernel for every shortcut pool would change layer1's stride.
-    with pytest.raises(ValueError, match=r'layer1\.0\.downsample\.0 has stride'):
+    with pytest.raises(
+            ValueError, match=r'layer1\.0\.downsample\.0 has stride'):
         SoftPoolResNetV1d(
             depth=50, down_pool_cfg=dict(type='SoftPool2d', kernel_size=2))
 

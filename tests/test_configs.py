@@ -202,7 +202,8 @@ def test_custom_imports_from_a_config_outside_the_repository(tmp_path):
         assert 'mmsoftpool' in sys.modules  # imported by custom_imports
         init_default_scope(cfg.default_scope)
         model = MODELS.build(cfg.model)
-        print(type(model.backbone).__name__, type(model.backbone.maxpool).__name__)
+        print(type(model.backbone).__name__,
+              type(model.backbone.maxpool).__name__)
         """, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ['SoftPoolResNet', 'SoftPool2d']

@@ -130,7 +130,8 @@ def test_pretrained_setting_and_test_dev_format(tmp_path, coco_root):
         str(vanilla_cfg),
         str(ckpt), '--work-dir',
         str(tmp_path / 'work'), '--cfg-options',
-        'model.backbone.type=SoftPoolResNet', 'test_evaluator.format_only=True',
+        'model.backbone.type=SoftPoolResNet',
+        'test_evaluator.format_only=True',
         f'test_evaluator.outfile_prefix={prefix}'
     ], tmp_path)
     log = result.stdout + result.stderr
@@ -175,7 +176,8 @@ def test_empty_annotation_file(monkeypatch, tmp_path, softpool_cfg):
     with pytest.raises(ValueError) as error:
         run_tool_in_process(monkeypatch, 'test.py', softpool_cfg,
                             softpool_cfg, '--work-dir', tmp_path,
-                            '--cfg-options', f'test_evaluator.ann_file={empty}')
+                            '--cfg-options',
+                            f'test_evaluator.ann_file={empty}')
     assert str(empty) in str(error.value) and 'empty' in str(error.value)
 
 

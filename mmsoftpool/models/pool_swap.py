@@ -48,7 +48,8 @@ def find_pools(model: nn.Module, slot: PoolSlot) -> List[str]:
 
 def _same_stride(a, b) -> bool:
     """Whether two pooling strides (ints or tuples) are equal."""
-    a, b = (tuple(v) if isinstance(v, (tuple, list)) else (v, ) for v in (a, b))
+    a, b = (tuple(v) if isinstance(v, (tuple, list)) else (v, )
+            for v in (a, b))
     dim = max(len(a), len(b))
     return (a * dim if len(a) == 1 else a) == (b * dim if len(b) == 1 else b)
 
