@@ -58,24 +58,32 @@ def make_extension():
 
 
 def ship_configs():
-    """Put configs/ in the package as mmsoftpool/.mim/configs (as mmdet does), so
-    that ``_base_ = 'mmsoftpool::retinanet/...'`` resolves from any project.
+    """Put configs/ and model-index.yml in the package under mmsoftpool/.mim/
+    (as mmdet does), so that ``_base_ = 'mmsoftpool::retinanet/...'``
+    resolves from any project: MMEngine reads ``.mim/model-index.yml``, then
+    ``.mim/configs/<path>``.
 
-    A symlink for editable installs, a copy when building a wheel or sdist.
+    Symlinks for editable installs, copies when building a wheel or sdist.
     """
-    target = ROOT / 'mmsoftpool' / '.mim' / 'configs'
-    target.parent.mkdir(exist_ok=True)
-    if target.is_symlink() or target.is_file():
-        target.unlink()
-    elif target.exists():
-        shutil.rmtree(target)
-    if any(cmd in sys.argv for cmd in ('bdist_wheel', 'sdist')):
-        shutil.copytree(ROOT / 'configs', target)
-    else:
-        target.symlink_to(Path('..', '..', 'configs'))
-    return [
+    mim = ROOT / 'mmsoftpool' / '.mim'
+    mim.mkdir(exist_ok=True)
+    copy = any(cmd in sys.argv for cmd in ('bdist_wheel', 'sdist'))
+    for name in ('configs', 'model-index.yml'):
+        source, target = ROOT / name, mim / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)
+        if not copy:
+            target.symlink_to(Path('..', '..', name))
+        elif source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copyfile(source, target)
+    return ['.mim/model-index.yml'] + [
         str(Path('.mim', 'configs', path.relative_to(ROOT / 'configs')))
-        for path in (ROOT / 'configs').rglob('*.py')
+        for path in (ROOT / 'configs').rglob('*')
+        if path.suffix in ('.py', '.yml')
     ]
 
 
