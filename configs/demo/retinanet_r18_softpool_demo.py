@@ -2,8 +2,7 @@
 # paper's ResNets); every other setting is that of the max-pool baseline.
 _base_ = './retinanet_r18_maxpool_demo.py'
 
-custom_imports = dict(
-    imports=['mmsoftpool.models'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmsoftpool'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         type='SoftPoolResNet',
