@@ -1,0 +1,7 @@
+# InceptionV3, the paper's Table 6 column V: SoftPool at the first 5 sites,
+# with the recipe of inception-v3-softpool-VII_8xb32_in1k.py.
+_base_ = './inception-v3-softpool-VII_8xb32_in1k.py'
+
+model = dict(backbone=dict(soft_pool_sites=[
+    'pool_1', 'pool_2', 'mixed_5b-d', 'mixed_6a', 'mixed_6b-e'
+]))
