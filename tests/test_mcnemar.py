@@ -13,8 +13,9 @@ from mmengine.evaluator.metric import DumpResults
 from mmpretrain.structures import DataSample
 from scipy.stats import chi2
 
-TOOL = (Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools' /
-        'mcnemar.py')
+TOOL = (
+    Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools' /
+    'mcnemar.py')
 spec = importlib.util.spec_from_file_location('mcnemar', TOOL)
 mcnemar = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mcnemar)
@@ -32,15 +33,12 @@ def test_paper_resnet18_counts():
     result = mcnemar.mcnemar_test(RESNET18_S1)
     # Table 4 prints 90.08 for ResNet-18.
     assert round(result['chi_square'], 2) == 90.08
-    assert result['chi_square'] == pytest.approx(corrected_chi_square(
-        3795, 3011),
-                                                 rel=1e-12)
+    assert result['chi_square'] == pytest.approx(
+        corrected_chi_square(3795, 3011), rel=1e-12)
     # The p-value is checked against our own computation, not the paper's
     # printed one (some of its p-values carry typos).
-    assert result['p_value'] == pytest.approx(chi2.sf(corrected_chi_square(
-        3795, 3011),
-                                                      df=1),
-                                              rel=1e-9)
+    assert result['p_value'] == pytest.approx(
+        chi2.sf(corrected_chi_square(3795, 3011), df=1), rel=1e-9)
     assert result['num_images'] == 50000
     assert result['accuracy'] == pytest.approx([35633 / 50000, 34849 / 50000])
 
@@ -151,9 +149,10 @@ def test_unreadable_files(tmp_path):
     multi_label = tmp_path / 'multi.pkl'
     multi_label.write_bytes(
         pickle.dumps([
-            dict(img_path='a.png',
-                 gt_label=torch.tensor([0, 2]),
-                 pred_label=torch.tensor([0]))
+            dict(
+                img_path='a.png',
+                gt_label=torch.tensor([0, 2]),
+                pred_label=torch.tensor([0]))
         ]))
     with pytest.raises(ValueError, match='not a single class index'):
         mcnemar.read_predictions(str(multi_label))

@@ -2,5 +2,6 @@
 # with the recipe of inception-v3-softpool-VII_8xb32_in1k.py.
 _base_ = './inception-v3-softpool-VII_8xb32_in1k.py'
 
-model = dict(backbone=dict(
-    soft_pool_sites=['pool_1', 'pool_2', 'mixed_5b-d', 'mixed_6a']))
+model = dict(
+    backbone=dict(
+        soft_pool_sites=['pool_1', 'pool_2', 'mixed_5b-d', 'mixed_6a']))

@@ -11,11 +11,13 @@ _base_ = [
     './_base_/softpool_imagenet.py',
 ]
 
-model = dict(backbone=dict(type='SoftPoolInceptionV3',
-                           soft_pool_sites=[
-                               'pool_1', 'pool_2', 'mixed_5b-d', 'mixed_6a',
-                               'mixed_6b-e', 'mixed_7a', 'mixed_7b-d'
-                           ]))
+model = dict(
+    backbone=dict(
+        type='SoftPoolInceptionV3',
+        soft_pool_sites=[
+            'pool_1', 'pool_2', 'mixed_5b-d', 'mixed_6a', 'mixed_6b-e',
+            'mixed_7a', 'mixed_7b-d'
+        ]))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

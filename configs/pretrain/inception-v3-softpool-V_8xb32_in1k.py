@@ -2,6 +2,7 @@
 # with the recipe of inception-v3-softpool-VII_8xb32_in1k.py.
 _base_ = './inception-v3-softpool-VII_8xb32_in1k.py'
 
-model = dict(backbone=dict(soft_pool_sites=[
-    'pool_1', 'pool_2', 'mixed_5b-d', 'mixed_6a', 'mixed_6b-e'
-]))
+model = dict(
+    backbone=dict(soft_pool_sites=[
+        'pool_1', 'pool_2', 'mixed_5b-d', 'mixed_6a', 'mixed_6b-e'
+    ]))

@@ -3,7 +3,8 @@ on CPU.
 
 Each image shows one filled circle, square or triangle (random size, position,
 rotation and colour) on a noisy background; its class is the shape. The
-drawing is that of the detection demo (:mod:`.demo`), one shape per image.
+shapes are those of the detection demo (:mod:`.demo`), one per image, but
+their hue is drawn from the whole range: colour says nothing about the class.
 The generator is deterministic: the same arguments give the same PNG bytes.
 
 Layout under ``root`` (what MMPretrain's ``CustomDataset`` reads)::
@@ -27,7 +28,7 @@ import numpy as np
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
-from .demo import DEMO_CLASSES, _outline, _random_colour
+from .demo import DEMO_CLASSES, _outline
 
 # Bump when the drawing changes, so that data made by an older generator is
 # recognised as such instead of being mixed with new expectations.
@@ -48,6 +49,17 @@ def _check_count(name: str, value) -> None:
             f'{name} must be a positive int, got {name}={value!r}')
 
 
+def _random_colour(rng: np.random.Generator) -> tuple:
+    """A saturated, bright BGR colour of any hue."""
+    hsv = [
+        rng.integers(0, 180),
+        rng.integers(150, 256),
+        rng.integers(150, 256)
+    ]
+    pixel = np.array([[hsv]], dtype=np.uint8)
+    return tuple(int(c) for c in cv2.cvtColor(pixel, cv2.COLOR_HSV2BGR)[0, 0])
+
+
 def _draw_image(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
     """One image (H, W, 3 uint8 BGR) showing ``shape``."""
     image = np.full((size, size, 3), rng.integers(0, 100), dtype=np.float64)
@@ -63,12 +75,13 @@ def _draw_image(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
 
 def _generator_args(num_train_per_class, num_val_per_class, image_size,
                     seed) -> dict:
-    return dict(version=GENERATOR_VERSION,
-                classes=list(DEMO_CLASSES),
-                num_train_per_class=num_train_per_class,
-                num_val_per_class=num_val_per_class,
-                image_size=image_size,
-                seed=seed)
+    return dict(
+        version=GENERATOR_VERSION,
+        classes=list(DEMO_CLASSES),
+        num_train_per_class=num_train_per_class,
+        num_val_per_class=num_val_per_class,
+        image_size=image_size,
+        seed=seed)
 
 
 def generate_classification_demo(root: str,
@@ -192,7 +205,5 @@ class DemoShapesDataset(CustomDataset):
                             f'and split; {given} cannot be given')
         ensure_classification_demo(root, num_train_per_class,
                                    num_val_per_class, image_size, seed)
-        super().__init__(data_root=root,
-                         data_prefix=split,
-                         with_label=True,
-                         **kwargs)
+        super().__init__(
+            data_root=root, data_prefix=split, with_label=True, **kwargs)

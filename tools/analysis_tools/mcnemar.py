@@ -136,14 +136,15 @@ def mcnemar_test(table) -> dict:
             'undefined')
     result = mcnemar(table, exact=False, correction=True)
     total = int(table.sum())
-    return dict(table=table.tolist(),
-                num_images=total,
-                accuracy=[
-                    float(table[0].sum() / total),
-                    float(table[:, 0].sum() / total)
-                ],
-                chi_square=float(result.statistic),
-                p_value=float(result.pvalue))
+    return dict(
+        table=table.tolist(),
+        num_images=total,
+        accuracy=[
+            float(table[0].sum() / total),
+            float(table[:, 0].sum() / total)
+        ],
+        chi_square=float(result.statistic),
+        p_value=float(result.pvalue))
 
 
 def format_report(result: dict, names: Sequence[str]) -> str:
@@ -181,11 +182,12 @@ def parse_args(args=None):
         help='test a published 2x2 table instead, row by row: first correct '
         '& second correct, first correct & second incorrect, first '
         'incorrect & second correct, both incorrect')
-    parser.add_argument('--names',
-                        nargs=2,
-                        default=('first', 'second'),
-                        metavar=('FIRST', 'SECOND'),
-                        help='names of the two classifiers in the report')
+    parser.add_argument(
+        '--names',
+        nargs=2,
+        default=('first', 'second'),
+        metavar=('FIRST', 'SECOND'),
+        help='names of the two classifiers in the report')
     parser.add_argument(
         '--out', help='also write the table and the statistics to this JSON')
     args = parser.parse_args(args)
@@ -215,12 +217,14 @@ def main(args=None):
     print(format_report(result, args.names))
     if args.out:
         with open(args.out, 'w') as f:
-            json.dump(dict(result,
-                           names=list(args.names),
-                           pred_files=args.pred_files or None,
-                           paired_by=paired_by),
-                      f,
-                      indent=1)
+            json.dump(
+                dict(
+                    result,
+                    names=list(args.names),
+                    pred_files=args.pred_files or None,
+                    paired_by=paired_by),
+                f,
+                indent=1)
     return result
 
 

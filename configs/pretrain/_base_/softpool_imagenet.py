@@ -12,9 +12,7 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmsoftpool'], allow_failed_imports=False)
 
-param_scheduler = dict(type='MultiStepLR',
-                       by_epoch=True,
-                       milestones=[40, 80],
-                       gamma=0.1)
+param_scheduler = dict(
+    type='MultiStepLR', by_epoch=True, milestones=[40, 80], gamma=0.1)
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
 auto_scale_lr = dict(base_batch_size=256)

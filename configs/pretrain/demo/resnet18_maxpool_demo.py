@@ -13,10 +13,11 @@ custom_imports = dict(
 
 num_classes = 3
 model = dict(head=dict(num_classes=num_classes, topk=(1, )))
-data_preprocessor = dict(num_classes=num_classes,
-                         mean=[123.675, 116.28, 103.53],
-                         std=[58.395, 57.12, 57.375],
-                         to_rgb=True)
+data_preprocessor = dict(
+    num_classes=num_classes,
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    to_rgb=True)
 
 dataset = dict(type='DemoShapesDataset', root='data/demo_cls')
 train_pipeline = [
@@ -29,18 +30,16 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 # Loading a 32x32 PNG costs far less than a step: no worker processes.
-train_dataloader = dict(batch_size=32,
-                        num_workers=0,
-                        dataset=dict(**dataset,
-                                     split='train',
-                                     pipeline=train_pipeline),
-                        sampler=dict(type='DefaultSampler', shuffle=True))
-val_dataloader = dict(batch_size=32,
-                      num_workers=0,
-                      dataset=dict(**dataset,
-                                   split='val',
-                                   pipeline=test_pipeline),
-                      sampler=dict(type='DefaultSampler', shuffle=False))
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=0,
+    dataset=dict(**dataset, split='train', pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True))
+val_dataloader = dict(
+    batch_size=32,
+    num_workers=0,
+    dataset=dict(**dataset, split='val', pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
@@ -49,16 +48,13 @@ test_evaluator = val_evaluator
 max_epochs = 6
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=1e-4))
-param_scheduler = dict(type='MultiStepLR',
-                       by_epoch=True,
-                       milestones=[5],
-                       gamma=0.1)
+param_scheduler = dict(
+    type='MultiStepLR', by_epoch=True, milestones=[5], gamma=0.1)
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=3)
 val_cfg = dict()
 test_cfg = dict()
 
-default_hooks = dict(logger=dict(type='LoggerHook', interval=5),
-                     checkpoint=dict(type='CheckpointHook',
-                                     interval=3,
-                                     max_keep_ckpts=1))
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=5),
+    checkpoint=dict(type='CheckpointHook', interval=3, max_keep_ckpts=1))
 randomness = dict(seed=0)

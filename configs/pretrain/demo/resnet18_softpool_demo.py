@@ -4,6 +4,7 @@
 # (configs/retinanet/retinanet_r18_softpool.py); see docs/classification.md.
 _base_ = './resnet18_maxpool_demo.py'
 
-model = dict(backbone=dict(type='SoftPoolResNet',
-                           stem_pool_cfg=dict(
-                               type='SoftPool2d', kernel_size=2, stride=2)))
+model = dict(
+    backbone=dict(
+        type='SoftPoolResNet',
+        stem_pool_cfg=dict(type='SoftPool2d', kernel_size=2, stride=2)))

@@ -8,8 +8,10 @@
 # Both backbones have the same state-dict keys, so every weight is loaded.
 _base_ = '../../demo/retinanet_r18_softpool_demo.py'
 
-model = dict(backbone=dict(init_cfg=dict(
-    _delete_=True,  # the base has init_cfg=None
-    type='Pretrained',
-    checkpoint='work_dirs/pretrain_demo/resnet18_softpool/epoch_6.pth',
-    prefix='backbone.')))
+model = dict(
+    backbone=dict(
+        init_cfg=dict(
+            _delete_=True,  # the base has init_cfg=None
+            type='Pretrained',
+            checkpoint='work_dirs/pretrain_demo/resnet18_softpool/epoch_6.pth',
+            prefix='backbone.')))
