@@ -14,6 +14,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <limits>
+#include <tuple>
 
 #include "soft_pool_cpu.h"
 
@@ -152,11 +153,28 @@ struct VecSoftPool {
     }
   }
 
+  // With stride 2, cells kw and kw + 1 (kw even) of the lanes' windows are the
+  // even and odd elements of one block of 2 * kLanes: one deinterleave (or
+  // interleave) serves both.
+  static bool pair_fits(int64_t width, int64_t first, int64_t stride, int64_t lanes) {
+    return stride == 2 && lanes == kLanes && first >= 0 && first + 2 * kLanes <= width;
+  }
+
   static void load_row_cells(const scalar_t* plane, const int64_t* xs, const PoolGeometry& g,
                              int64_t od, int64_t oh, int64_t ow0, int64_t lanes, Vec* cells) {
     const int64_t first = ow0 * g.stride[2] - g.padding[2];
     for_each_row_cell(plane, xs, g, od, oh, [&](int64_t i, const scalar_t* row, int64_t kw) {
-      cells[i] = row ? load_columns(row, g.input[2], first + kw, g.stride[2], lanes) : Vec(-kInf);
+      if (!row) {
+        cells[i] = Vec(-kInf);
+      } else if (kw % 2 == 1 && pair_fits(g.input[2], first + kw - 1, g.stride[2], lanes)) {
+        // loaded with cell kw - 1
+      } else if (kw % 2 == 0 && kw + 1 < g.kernel[2] &&
+                 pair_fits(g.input[2], first + kw, g.stride[2], lanes)) {
+        std::tie(cells[i], cells[i + 1]) = at::vec::deinterleave2(
+            Vec::loadu(row + first + kw), Vec::loadu(row + first + kw + kLanes));
+      } else {
+        cells[i] = load_columns(row, g.input[2], first + kw, g.stride[2], lanes);
+      }
     });
   }
 
@@ -203,7 +221,6 @@ struct VecSoftPool {
     const int64_t xs[3] = {input5.stride(2), input5.stride(3), 1};
     const int64_t ds[3] = {grad_input5.stride(2), grad_input5.stride(3), 1};
     const int64_t grad_column_stride = grad5.stride(4);  // 0 for an expanded gradient
-    const bool pairs = g.kernel[2] == 2 && g.stride[2] == 2;
     const int64_t plane_work = g.output[0] * g.output[1] * g.output[2] * count;
     at::parallel_for(0, input5.size(0) * channels, grain_for(plane_work), [&](int64_t begin,
                                                                               int64_t end) {
@@ -233,19 +250,17 @@ struct VecSoftPool {
               const int64_t first = ow0 * g.stride[2] - g.padding[2];
               for_each_row_cell(dxp, ds, g, od, oh, [&](int64_t i, scalar_t* row, int64_t kw) {
                 if (!row) return;  // padding
-                if (!pairs) {
-                  add_columns(row, g.input[2], first + kw, g.stride[2], lanes, cell_grads[i]);
-                } else if (kw == 0) {
-                  // k = s = 2: both cells with one interleaved load and store.
-                  if (lanes == kLanes && first >= 0 && first + 2 * kLanes <= g.input[2]) {
-                    auto [low, high] = at::vec::interleave2(cell_grads[i], cell_grads[i + 1]);
-                    (Vec::loadu(row + first) + low).store(row + first);
-                    (Vec::loadu(row + first + kLanes) + high).store(row + first + kLanes);
-                  } else {
-                    add_columns(row, g.input[2], first, 2, lanes, cell_grads[i]);
-                    add_columns(row, g.input[2], first + 1, 2, lanes, cell_grads[i + 1]);
-                  }
+                if (kw % 2 == 1 && pair_fits(g.input[2], first + kw - 1, g.stride[2], lanes))
+                  return;  // added with cell kw - 1
+                if (kw % 2 == 0 && kw + 1 < g.kernel[2] &&
+                    pair_fits(g.input[2], first + kw, g.stride[2], lanes)) {
+                  scalar_t* block = row + first + kw;
+                  auto [low, high] = at::vec::interleave2(cell_grads[i], cell_grads[i + 1]);
+                  (Vec::loadu(block) + low).store(block);
+                  (Vec::loadu(block + kLanes) + high).store(block + kLanes);
+                  return;
                 }
+                add_columns(row, g.input[2], first + kw, g.stride[2], lanes, cell_grads[i]);
               });
             }
           }
