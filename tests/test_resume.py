@@ -30,7 +30,8 @@ BASE_CONFIG = osp.join(REPO, 'configs/demo/retinanet_r18_softpool_demo.py')
 CONFIG = """
 _base_ = {base!r}
 data_root = {root!r}
-# 64x64 images, 2 iterations of 2 images an epoch: seconds per run on CPU
+# 96x96 images resized to 64x64, 2 iterations of 2 images an epoch: seconds
+# per run on CPU
 pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
@@ -100,7 +101,7 @@ def logged(work_dir, key):
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
     root = tmp_path_factory.mktemp('data') / 'demo'
-    generate_demo_dataset(str(root), num_train=4, num_val=2, image_size=64)
+    generate_demo_dataset(str(root), num_train=4, num_val=2, image_size=96)
     path = tmp_path_factory.mktemp('configs') / 'retinanet_resume.py'
     path.write_text(CONFIG.format(base=BASE_CONFIG, root=str(root) + '/'))
     return str(path)

@@ -63,9 +63,10 @@ default_hooks = dict(logger=dict(interval=1))
 
 @pytest.fixture(scope='module')
 def coco_root(tmp_path_factory):
-    """A COCO-format dataset: 2 training and 2 validation images, 64x64."""
+    """A COCO-format dataset: 2 training and 2 validation images, 96x96
+    (read at 64x64)."""
     root = tmp_path_factory.mktemp('data') / 'coco'
-    generate_demo_dataset(str(root), num_train=2, num_val=2, image_size=64)
+    generate_demo_dataset(str(root), num_train=2, num_val=2, image_size=96)
     return root
 
 

@@ -6,3 +6,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=4),
     checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=1))
 randomness = dict(seed=0)
+# Exact resume (`tools/train.py --resume`): random states saved in and restored
+# from each checkpoint; a resume from a checkpoint that does not fit the model
+# fails with the mismatched keys listed.
+custom_hooks = [dict(type='RNGStateHook'), dict(type='CheckpointMatchHook')]
