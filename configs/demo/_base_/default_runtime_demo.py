@@ -8,5 +8,7 @@ default_hooks = dict(
 randomness = dict(seed=0)
 # Exact resume (`tools/train.py --resume`): random states saved in and restored
 # from each checkpoint; a resume from a checkpoint that does not fit the model
-# fails with the mismatched keys listed.
+# fails with the mismatched keys listed. The hooks come with mmsoftpool, so the
+# max-pool twins import it too.
+custom_imports = dict(imports=['mmsoftpool'], allow_failed_imports=False)
 custom_hooks = [dict(type='RNGStateHook'), dict(type='CheckpointMatchHook')]
