@@ -13,8 +13,10 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <array>
 #include <limits>
 #include <tuple>
+#include <vector>
 
 #include "soft_pool_cpu.h"
 
@@ -94,90 +96,122 @@ struct VecSoftPool {
 
   // ---- rows: lanes are output columns ow0 .. ow0 + lanes - 1 of one row ----
 
-  // Lane j: row[first + j * stride], -inf outside [0, width), 0 past `lanes`.
-  static Vec load_columns(const scalar_t* row, int64_t width, int64_t first, int64_t stride,
-                          int64_t lanes) {
-    if (lanes == kLanes && first >= 0) {
-      if (stride == 1 && first + kLanes <= width) return Vec::loadu(row + first);
-      if (stride == 2 && first + 2 * kLanes <= width)
-        return at::vec::deinterleave2(Vec::loadu(row + first), Vec::loadu(row + first + kLanes))
-            .first;
-    }
-    alignas(64) scalar_t buffer[kLanes];
-    for (int64_t j = 0; j < kLanes; ++j) {
-      const int64_t pos = first + j * stride;
-      buffer[j] = j >= lanes ? scalar_t(0) : (pos >= 0 && pos < width ? row[pos] : -kInf);
-    }
-    return Vec::loadu(buffer);
-  }
-
-  // row[first + j * stride] += value[j] for the lanes inside the row.
-  static void add_columns(scalar_t* row, int64_t width, int64_t first, int64_t stride,
-                          int64_t lanes, const Vec& value) {
-    if (lanes == kLanes && first >= 0) {
-      if (stride == 1 && first + kLanes <= width) {
-        (Vec::loadu(row + first) + value).store(row + first);
-        return;
-      }
-      if (stride == 2 && first + 2 * kLanes <= width) {
-        auto [even, odd] =
-            at::vec::deinterleave2(Vec::loadu(row + first), Vec::loadu(row + first + kLanes));
-        auto [low, high] = at::vec::interleave2(even + value, odd);
-        low.store(row + first);
-        high.store(row + first + kLanes);
-        return;
-      }
-    }
-    alignas(64) scalar_t buffer[kLanes];
-    value.store(buffer);
-    for (int64_t j = 0; j < lanes; ++j) {
-      const int64_t pos = first + j * stride;
-      if (pos >= 0 && pos < width) row[pos] += buffer[j];
-    }
-  }
-
-  // Calls f(cell index, input row or nullptr if the row is padding, kw) for
-  // each cell of the windows of output row (od, oh), in window.h's order.
-  template <typename Row, typename F>
-  static void for_each_row_cell(Row* plane, const int64_t* strides, const PoolGeometry& g,
-                                int64_t od, int64_t oh, F&& f) {
+  // Calls f(cell index, input row d * H + h or -1 if the row is padding, kw)
+  // for each cell of the windows of output row (od, oh), in window.h's order.
+  template <typename F>
+  static void for_each_row_cell(const PoolGeometry& g, int64_t od, int64_t oh, F&& f) {
     int64_t i = 0;
     for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
       const int64_t d = od * g.stride[0] - g.padding[0] + kd;
       for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
         const int64_t h = oh * g.stride[1] - g.padding[1] + kh;
         const bool inside = d >= 0 && d < g.input[0] && h >= 0 && h < g.input[1];
-        Row* row = inside ? plane + d * strides[0] + h * strides[1] : nullptr;
+        const int64_t row = inside ? d * g.input[1] + h : -1;
         for (int64_t kw = 0; kw < g.kernel[2]; ++kw) f(i++, row, kw);
       }
     }
   }
 
-  // With stride 2, cells kw and kw + 1 (kw even) of the lanes' windows are the
-  // even and odd elements of one block of 2 * kLanes: one deinterleave (or
-  // interleave) serves both.
-  static bool pair_fits(int64_t width, int64_t first, int64_t stride, int64_t lanes) {
-    return stride == 2 && lanes == kLanes && first >= 0 && first + 2 * kLanes <= width;
+  static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
+
+  // An input row split by column phase, so that cell kw of kLanes neighbouring
+  // windows is one contiguous load whatever the stride and padding: with
+  // stride s, input column s * (q - shift) + r is entry q of phase r, and cell
+  // kw of the window at output column ow is entry ow + (kw - padding) / s + shift
+  // (rounded down) of phase (kw - padding) mod s. Rows are split once and
+  // read by every window that overlaps them; the backward accumulates into a
+  // split buffer with plain vector adds and merges it back in one pass.
+  struct RowPhases {
+    int64_t stride, width;
+    int64_t shift;   // entries before column 0: the left padding
+    int64_t used;    // entries that windows read; columns outside the input are -inf
+    int64_t length;  // entries of one phase, up to the last full vector; 0 past `used`
+    int64_t cell_entry[kMaxVectorCells];  // kw -> phase * length + entry of ow = 0
+
+    explicit RowPhases(const PoolGeometry& g) : stride(g.stride[2]), width(g.input[2]) {
+      const int64_t first = floor_div(-g.padding[2], stride);
+      const int64_t last = floor_div(g.kernel[2] - 1 - g.padding[2], stride);
+      shift = -first;
+      used = g.output[2] + last - first;
+      length = (g.output[2] + kLanes - 1) / kLanes * kLanes + last - first;
+      for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
+        const int64_t a = floor_div(kw - g.padding[2], stride);
+        cell_entry[kw] = (kw - g.padding[2] - a * stride) * length + a + shift;
+      }
+    }
+
+    int64_t size() const { return stride * length; }
+    int64_t column(int64_t phase, int64_t q) const { return stride * (q - shift) + phase; }
+
+    // Whether entries q0 .. q0 + kLanes - 1 of every phase are one block of
+    // stride * kLanes input columns (stride 1 or 2, the SIMD cases).
+    bool whole_block(int64_t q0) const {
+      const int64_t c0 = column(0, q0);
+      return stride <= 2 && c0 >= 0 && c0 + stride * kLanes <= width && q0 + kLanes <= used;
+    }
+
+    void split(const scalar_t* row, scalar_t* out) const {
+      for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
+        const scalar_t* block = row + column(0, q0);
+        if (whole_block(q0) && stride == 1) {
+          Vec::loadu(block).store(out + q0);
+        } else if (whole_block(q0)) {
+          auto [even, odd] = at::vec::deinterleave2(Vec::loadu(block), Vec::loadu(block + kLanes));
+          even.store(out + q0);
+          odd.store(out + length + q0);
+        } else {
+          for (int64_t r = 0; r < stride; ++r)
+            for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
+              const int64_t c = column(r, q);
+              out[r * length + q] = q >= used ? scalar_t(0) : c >= 0 && c < width ? row[c] : -kInf;
+            }
+        }
+      }
+    }
+
+    // row[c] = the entry of column c, for every column (0 where no window reaches).
+    void merge(const scalar_t* split, scalar_t* row) const {
+      for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
+        scalar_t* block = row + column(0, q0);
+        if (whole_block(q0) && stride == 1) {
+          Vec::loadu(split + q0).store(block);
+        } else if (whole_block(q0)) {
+          auto [low, high] =
+              at::vec::interleave2(Vec::loadu(split + q0), Vec::loadu(split + length + q0));
+          low.store(block);
+          high.store(block + kLanes);
+        } else {
+          for (int64_t r = 0; r < stride; ++r)
+            for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
+              const int64_t c = column(r, q);
+              if (c >= 0 && c < width) row[c] = q < used ? split[r * length + q] : scalar_t(0);
+            }
+        }
+      }
+      const int64_t past = std::max<int64_t>(0, column(0, length));  // columns past every entry
+      if (past < width) std::fill(row + past, row + width, scalar_t(0));
+    }
+  };
+
+  // Splits every input row of a plane (D * H rows, W contiguous) into `split`.
+  static void split_plane(const RowPhases& phases, const scalar_t* plane, const int64_t* strides,
+                          const PoolGeometry& g, scalar_t* split) {
+    for (int64_t d = 0; d < g.input[0]; ++d)
+      for (int64_t h = 0; h < g.input[1]; ++h)
+        phases.split(plane + d * strides[0] + h * strides[1],
+                     split + (d * g.input[1] + h) * phases.size());
   }
 
-  static void load_row_cells(const scalar_t* plane, const int64_t* xs, const PoolGeometry& g,
-                             int64_t od, int64_t oh, int64_t ow0, int64_t lanes, Vec* cells) {
-    const int64_t first = ow0 * g.stride[2] - g.padding[2];
-    for_each_row_cell(plane, xs, g, od, oh, [&](int64_t i, const scalar_t* row, int64_t kw) {
-      if (!row) {
-        cells[i] = Vec(-kInf);
-      } else if (kw % 2 == 1 && pair_fits(g.input[2], first + kw - 1, g.stride[2], lanes)) {
-        // loaded with cell kw - 1
-      } else if (kw % 2 == 0 && kw + 1 < g.kernel[2] &&
-                 pair_fits(g.input[2], first + kw, g.stride[2], lanes)) {
-        std::tie(cells[i], cells[i + 1]) = at::vec::deinterleave2(
-            Vec::loadu(row + first + kw), Vec::loadu(row + first + kw + kLanes));
-      } else {
-        cells[i] = load_columns(row, g.input[2], first + kw, g.stride[2], lanes);
-      }
+  static void load_row_cells(const RowPhases& phases, const scalar_t* split,
+                             const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow0,
+                             Vec* cells) {
+    for_each_row_cell(g, od, oh, [&](int64_t i, int64_t row, int64_t kw) {
+      cells[i] = row < 0 ? Vec(-kInf)
+                         : Vec::loadu(split + row * phases.size() + phases.cell_entry[kw] + ow0);
     });
   }
 
+  // One thread per (sample, channel) plane.
   static void forward_rows(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
                            const PoolGeometry& g) {
     const scalar_t* x = input5.const_data_ptr<scalar_t>();
@@ -185,31 +219,36 @@ struct VecSoftPool {
     scalar_t* ln = log_norm5.mutable_data_ptr<scalar_t>();
     const int64_t channels = input5.size(1), count = cell_count(g);
     const int64_t xs[2] = {input5.stride(2), input5.stride(3)};
-    const int64_t rows = input5.size(0) * channels * g.output[0] * g.output[1];
-    at::parallel_for(0, rows, grain_for(g.output[2] * count), [&](int64_t begin, int64_t end) {
+    const RowPhases phases(g);
+    const int64_t plane_work = g.output[0] * g.output[1] * g.output[2] * count;
+    at::parallel_for(0, input5.size(0) * channels, grain_for(plane_work), [&](int64_t begin,
+                                                                              int64_t end) {
+      std::vector<scalar_t> split(g.input[0] * g.input[1] * phases.size());
       Vec cells[kMax];
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t oh = row % g.output[1];
-        const int64_t od = (row / g.output[1]) % g.output[0];
-        const int64_t plane = row / (g.output[1] * g.output[0]);
+      for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t n = plane / channels, c = plane % channels;
-        const scalar_t* xp = x + n * input5.stride(0) + c * input5.stride(1);
-        scalar_t* y_row = y + window_offset(output5, n, c, od, oh, 0);
-        scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
-        for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
-          const int64_t lanes = std::min(kLanes, g.output[2] - ow0);
-          load_row_cells(xp, xs, g, od, oh, ow0, lanes, cells);
-          Vec out, log_norm;
-          forward(cells, count, out, log_norm);
-          out.store(y_row + ow0, lanes);
-          log_norm.store(ln_row + ow0, lanes);
-        }
+        split_plane(phases, x + n * input5.stride(0) + c * input5.stride(1), xs, g, split.data());
+        for (int64_t od = 0; od < g.output[0]; ++od)
+          for (int64_t oh = 0; oh < g.output[1]; ++oh) {
+            scalar_t* y_row = y + window_offset(output5, n, c, od, oh, 0);
+            scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
+            for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
+              const int64_t lanes = std::min(kLanes, g.output[2] - ow0);
+              load_row_cells(phases, split.data(), g, od, oh, ow0, cells);
+              Vec out, log_norm;
+              forward(cells, count, out, log_norm);
+              out.store(y_row + ow0, lanes);
+              log_norm.store(ln_row + ow0, lanes);
+            }
+          }
       }
     });
   }
 
   // One thread per (sample, channel) plane, windows in a fixed order:
-  // deterministic sums where windows overlap.
+  // deterministic sums where windows overlap. The gradient accumulates in a
+  // split buffer; vectors holding a window with a non-finite maximum are left
+  // to window.h's scalar path, after the merge.
   static void backward_rows(const at::Tensor& grad5, const at::Tensor& input5,
                             const at::Tensor& log_norm5, at::Tensor& grad_input5,
                             const PoolGeometry& g) {
@@ -221,49 +260,53 @@ struct VecSoftPool {
     const int64_t xs[3] = {input5.stride(2), input5.stride(3), 1};
     const int64_t ds[3] = {grad_input5.stride(2), grad_input5.stride(3), 1};
     const int64_t grad_column_stride = grad5.stride(4);  // 0 for an expanded gradient
+    const RowPhases phases(g);
+    const int64_t rows = g.input[0] * g.input[1];
     const int64_t plane_work = g.output[0] * g.output[1] * g.output[2] * count;
     at::parallel_for(0, input5.size(0) * channels, grain_for(plane_work), [&](int64_t begin,
                                                                               int64_t end) {
+      std::vector<scalar_t> split(rows * phases.size()), split_grad(rows * phases.size());
+      std::vector<std::array<int64_t, 3>> nonfinite;  // (od, oh, ow0) of vectors left over
       Vec cells[kMax], cell_grads[kMax];
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t n = plane / channels, c = plane % channels;
         const scalar_t* xp = x + n * input5.stride(0) + c * input5.stride(1);
         scalar_t* dxp = dx + n * grad_input5.stride(0) + c * grad_input5.stride(1);
-        // Zeroed here rather than beforehand: the plane is then in cache.
-        std::fill_n(dxp, g.input[0] * g.input[1] * g.input[2], scalar_t(0));
+        split_plane(phases, xp, xs, g, split.data());
+        std::fill(split_grad.begin(), split_grad.end(), scalar_t(0));
+        nonfinite.clear();
         for (int64_t od = 0; od < g.output[0]; ++od)
           for (int64_t oh = 0; oh < g.output[1]; ++oh) {
             const scalar_t* g_row = gy + window_offset(grad5, n, c, od, oh, 0);
             const scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
             for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
+              // Lanes past the row get gradient 0 and finite cells, so add 0.
               const int64_t lanes = std::min(kLanes, g.output[2] - ow0);
-              load_row_cells(xp, xs, g, od, oh, ow0, lanes, cells);
+              load_row_cells(phases, split.data(), g, od, oh, ow0, cells);
               const Vec grad =
                   load_strided(g_row + ow0 * grad_column_stride, grad_column_stride, lanes);
-              const Vec log_norm = Vec::loadu(ln_row + ow0, lanes);
-              if (!backward(cells, count, grad, log_norm, cell_grads)) {
-                for (int64_t ow = ow0; ow < ow0 + lanes; ++ow)
-                  add_window_gradient<scalar_t>(xp, xs, dxp, ds, window_at(g, od, oh, ow),
-                                                g_row[ow * grad_column_stride], ln_row[ow]);
+              if (!backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
+                nonfinite.push_back({od, oh, ow0});
                 continue;
               }
-              const int64_t first = ow0 * g.stride[2] - g.padding[2];
-              for_each_row_cell(dxp, ds, g, od, oh, [&](int64_t i, scalar_t* row, int64_t kw) {
-                if (!row) return;  // padding
-                if (kw % 2 == 1 && pair_fits(g.input[2], first + kw - 1, g.stride[2], lanes))
-                  return;  // added with cell kw - 1
-                if (kw % 2 == 0 && kw + 1 < g.kernel[2] &&
-                    pair_fits(g.input[2], first + kw, g.stride[2], lanes)) {
-                  scalar_t* block = row + first + kw;
-                  auto [low, high] = at::vec::interleave2(cell_grads[i], cell_grads[i + 1]);
-                  (Vec::loadu(block) + low).store(block);
-                  (Vec::loadu(block + kLanes) + high).store(block + kLanes);
-                  return;
-                }
-                add_columns(row, g.input[2], first + kw, g.stride[2], lanes, cell_grads[i]);
+              for_each_row_cell(g, od, oh, [&](int64_t i, int64_t row, int64_t kw) {
+                if (row < 0) return;  // padding
+                scalar_t* at = split_grad.data() + row * phases.size() + phases.cell_entry[kw] + ow0;
+                (Vec::loadu(at) + cell_grads[i]).store(at);
               });
             }
           }
+        for (int64_t d = 0; d < g.input[0]; ++d)
+          for (int64_t h = 0; h < g.input[1]; ++h)
+            phases.merge(split_grad.data() + (d * g.input[1] + h) * phases.size(),
+                         dxp + d * ds[0] + h * ds[1]);
+        for (const auto& [od, oh, ow0] : nonfinite) {
+          const scalar_t* g_row = gy + window_offset(grad5, n, c, od, oh, 0);
+          const scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
+          for (int64_t ow = ow0; ow < std::min(ow0 + kLanes, g.output[2]); ++ow)
+            add_window_gradient<scalar_t>(xp, xs, dxp, ds, window_at(g, od, oh, ow),
+                                          g_row[ow * grad_column_stride], ln_row[ow]);
+        }
       }
     });
   }

@@ -1,10 +1,10 @@
 # Training from scratch on the demo dataset (batch 8, 8 iterations an epoch,
-# 240 in all).
+# 192 in all: about 8 minutes on 2 CPU cores).
 # There is no pretrained backbone: a gentle lr, a short warm-up and gradient
 # clipping keep the training stable.
-max_epochs = 30
+max_epochs = 24
 train_cfg = dict(
-    type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=10)
+    type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=8)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
@@ -15,7 +15,7 @@ param_scheduler = [
         begin=0,
         end=max_epochs,
         by_epoch=True,
-        milestones=[24],
+        milestones=[18],
         gamma=0.1)
 ]
 optim_wrapper = dict(
