@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include "soft_pool.h"
 
@@ -66,6 +67,22 @@ std::vector<int64_t> output_shape(const at::Tensor& input, const PoolGeometry& g
   std::vector<int64_t> shape = {input.size(0), input.size(1)};
   for (int64_t d = 5 - input.dim(); d < 3; ++d) shape.push_back(g.output[d]);
   return shape;
+}
+
+void check_backward_arguments(const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& log_norm, const PoolGeometry& g) {
+  const auto shape = output_shape(input, g);
+  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) &&
+                  log_norm.sizes() == grad_output.sizes(),
+              "soft_pool_backward: grad_output ", grad_output.sizes(), " and log_norm ",
+              log_norm.sizes(), " must have the output shape ", shape);
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() &&
+                  log_norm.scalar_type() == at::toOpMathType(input.scalar_type()),
+              "soft_pool_backward: unexpected dtypes (grad_output ", grad_output.scalar_type(),
+              ", input ", input.scalar_type(), ", log_norm ", log_norm.scalar_type(), ")");
+  TORCH_CHECK(grad_output.device() == input.device() && log_norm.device() == input.device(),
+              "soft_pool_backward: grad_output (", grad_output.device(), ") and log_norm (",
+              log_norm.device(), ") must be on the input's device ", input.device());
 }
 
 at::Tensor as_5d(const at::Tensor& tensor) {

@@ -33,6 +33,12 @@ PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size
 // The output shape (N, C, *spatial) for the original number of spatial dims.
 std::vector<int64_t> output_shape(const at::Tensor& input, const PoolGeometry& g);
 
+// The backward's checks beyond make_geometry: grad_output and log_norm have
+// the output's shape, grad_output the input's dtype, log_norm the
+// accumulation type.
+void check_backward_arguments(const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& log_norm, const PoolGeometry& g);
+
 // A (N, C, D, H, W) view of a (N, C, *spatial) tensor.
 at::Tensor as_5d(const at::Tensor& tensor);
 

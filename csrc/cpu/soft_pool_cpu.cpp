@@ -109,14 +109,7 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                                   c10::IntArrayRef stride, c10::IntArrayRef padding,
                                   bool ceil_mode) {
   const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
-  const auto shape = output_shape(input, g);
-  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) && log_norm.sizes() == grad_output.sizes(),
-              "soft_pool_backward: grad_output ", grad_output.sizes(), " and log_norm ",
-              log_norm.sizes(), " must have the output shape ", shape);
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() &&
-                  log_norm.scalar_type() == at::toOpMathType(input.scalar_type()),
-              "soft_pool_backward: unexpected dtypes (grad_output ", grad_output.scalar_type(),
-              ", input ", input.scalar_type(), ", log_norm ", log_norm.scalar_type(), ")");
+  check_backward_arguments(grad_output, input, log_norm, g);
   const auto format = pooling_memory_format(input);
   // Accumulate in the accumulation type; reduced precision is rounded once at the end.
   at::Tensor grad_input = at::empty(

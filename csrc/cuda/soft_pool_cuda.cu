@@ -171,15 +171,7 @@ at::Tensor soft_pool_backward_cuda(const at::Tensor& grad_output, const at::Tens
                                    bool ceil_mode) {
   const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto shape = output_shape(input, g);
-  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) &&
-                  log_norm.sizes() == grad_output.sizes(),
-              "soft_pool_backward: grad_output ", grad_output.sizes(), " and log_norm ",
-              log_norm.sizes(), " must have the output shape ", shape);
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() &&
-                  log_norm.scalar_type() == at::toOpMathType(input.scalar_type()),
-              "soft_pool_backward: unexpected dtypes (grad_output ", grad_output.scalar_type(),
-              ", input ", input.scalar_type(), ", log_norm ", log_norm.scalar_type(), ")");
+  check_backward_arguments(grad_output, input, log_norm, g);
   const auto format = pooling_memory_format(input);
   at::Tensor grad_input = at::empty(input.sizes(), input.options().memory_format(format));
   if (grad_output.numel() == 0 || input.numel() == 0) return grad_input.zero_();
