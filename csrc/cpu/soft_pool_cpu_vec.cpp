@@ -362,7 +362,10 @@ struct VecSoftPool {
     });
   }
 
-  // One thread per (sample, block of channels), windows in a fixed order.
+  // One thread per (sample, group of channels), windows in a fixed order:
+  // deterministic sums where windows overlap. A group is as many channels as
+  // leave every thread a few items, so that a window's cells are long
+  // contiguous runs; with a few samples, groups are narrower.
   static void backward_channels(const at::Tensor& grad5, const at::Tensor& input5,
                                 const at::Tensor& log_norm5, at::Tensor& grad_input5,
                                 const PoolGeometry& g) {
@@ -370,43 +373,52 @@ struct VecSoftPool {
     const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
     const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
     scalar_t* dx = grad_input5.mutable_data_ptr<scalar_t>();
-    const int64_t channels = input5.size(1), count = cell_count(g);
+    const int64_t samples = input5.size(0), channels = input5.size(1), count = cell_count(g);
     const int64_t blocks = (channels + kLanes - 1) / kLanes;
+    const int64_t wanted_groups = (4 * at::get_num_threads() + samples - 1) / samples;
+    const int64_t group_blocks = (blocks + wanted_groups - 1) / wanted_groups;
+    const int64_t groups = (blocks + group_blocks - 1) / group_blocks;
     const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
     const int64_t ds[3] = {grad_input5.stride(2), grad_input5.stride(3), grad_input5.stride(4)};
+    const int64_t cells_per_sample = g.input[0] * g.input[1] * g.input[2];
     const int64_t grad_channel_stride = grad5.stride(1);
-    const int64_t block_work = g.output[0] * g.output[1] * g.output[2] * kLanes * count;
-    at::parallel_for(0, input5.size(0) * blocks, grain_for(block_work), [&](int64_t begin,
-                                                                            int64_t end) {
+    const int64_t group_work =
+        g.output[0] * g.output[1] * g.output[2] * group_blocks * kLanes * count;
+    at::parallel_for(0, samples * groups, grain_for(group_work), [&](int64_t begin, int64_t end) {
       Vec cells[kMax], cell_grads[kMax];
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / blocks, c0 = (item % blocks) * kLanes;
-        const int64_t lanes = std::min(kLanes, channels - c0);
-        const scalar_t* xp = x + n * input5.stride(0) + c0;
-        scalar_t* dxp = dx + n * grad_input5.stride(0) + c0;
-        for (int64_t i = 0; i < g.input[0] * g.input[1] * g.input[2]; ++i)
-          Vec(0).store(dxp + i * grad_input5.stride(4), lanes);  // dense channels_last
+        const int64_t n = item / groups, group = item % groups;
+        const int64_t c_begin = group * group_blocks * kLanes;
+        const int64_t c_end = std::min(channels, c_begin + group_blocks * kLanes);
+        scalar_t* dx_sample = dx + n * grad_input5.stride(0);
+        for (int64_t i = 0; i < cells_per_sample; ++i)  // dense channels_last
+          std::fill(dx_sample + i * channels + c_begin, dx_sample + i * channels + c_end,
+                    scalar_t(0));
         for (int64_t od = 0; od < g.output[0]; ++od)
           for (int64_t oh = 0; oh < g.output[1]; ++oh)
-            for (int64_t ow = 0; ow < g.output[2]; ++ow) {
-              const scalar_t* g_at = gy + window_offset(grad5, n, c0, od, oh, ow);
-              const scalar_t* ln_at = ln + window_offset(log_norm5, n, c0, od, oh, ow);
-              for_each_channel_cell(xs, g, od, oh, ow, [&](int64_t i, int64_t offset) {
-                cells[i] = offset >= 0 ? Vec::loadu(xp + offset, lanes) : Vec(-kInf);
-              });
-              const Vec grad = load_strided(g_at, grad_channel_stride, lanes);
-              if (!backward(cells, count, grad, Vec::loadu(ln_at, lanes), cell_grads)) {
-                const Window w = window_at(g, od, oh, ow);
-                for (int64_t j = 0; j < lanes; ++j)
-                  add_window_gradient<scalar_t>(xp + j, xs, dxp + j, ds, w,
-                                                g_at[j * grad_channel_stride], ln_at[j]);
-                continue;
+            for (int64_t ow = 0; ow < g.output[2]; ++ow)
+              for (int64_t c0 = c_begin; c0 < c_end; c0 += kLanes) {
+                const int64_t lanes = std::min(kLanes, c_end - c0);
+                const scalar_t* xp = x + n * input5.stride(0) + c0;
+                scalar_t* dxp = dx_sample + c0;
+                const scalar_t* g_at = gy + window_offset(grad5, n, c0, od, oh, ow);
+                const scalar_t* ln_at = ln + window_offset(log_norm5, n, c0, od, oh, ow);
+                for_each_channel_cell(xs, g, od, oh, ow, [&](int64_t i, int64_t offset) {
+                  cells[i] = offset >= 0 ? Vec::loadu(xp + offset, lanes) : Vec(-kInf);
+                });
+                const Vec grad = load_strided(g_at, grad_channel_stride, lanes);
+                if (!backward(cells, count, grad, Vec::loadu(ln_at, lanes), cell_grads)) {
+                  const Window w = window_at(g, od, oh, ow);
+                  for (int64_t j = 0; j < lanes; ++j)
+                    add_window_gradient<scalar_t>(xp + j, xs, dxp + j, ds, w,
+                                                  g_at[j * grad_channel_stride], ln_at[j]);
+                  continue;
+                }
+                for_each_channel_cell(ds, g, od, oh, ow, [&](int64_t i, int64_t offset) {
+                  if (offset < 0) return;  // padding
+                  (Vec::loadu(dxp + offset, lanes) + cell_grads[i]).store(dxp + offset, lanes);
+                });
               }
-              for_each_channel_cell(ds, g, od, oh, ow, [&](int64_t i, int64_t offset) {
-                if (offset < 0) return;  // padding
-                (Vec::loadu(dxp + offset, lanes) + cell_grads[i]).store(dxp + offset, lanes);
-              });
-            }
       }
     });
   }
