@@ -4,13 +4,14 @@ and preparing the (distributed) environment before MMEngine's Runner is built.
 The config's ``default_scope`` (``mmdet``, ``mmpretrain``) decides which
 library's registries the Runner uses; nothing here is specific to one.
 """
+import argparse
 import os
 import os.path as osp
 from typing import Optional
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 # DDP on CPU: no device_ids (the Runner's default passes [LOCAL_RANK], which
 # DistributedDataParallel refuses for a CPU module).
@@ -18,6 +19,33 @@ CPU_MODEL_WRAPPER_CFG = dict(
     type='MMDistributedDataParallel',
     device_ids=None,
     broadcast_buffers=False)
+
+
+def parse_with_launch_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add the flags both tools share with MMDetection's (``--cfg-options``,
+    ``--launcher``, ``--local-rank``) to ``parser`` and parse the command line."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0);
+    # torchrun sets LOCAL_RANK instead.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def load_config(config: str, cfg_options: Optional[dict],

@@ -4,16 +4,15 @@ Thin over MMEngine's Runner, with the flags of MMDetection's tools/test.py.
 The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
 from mmengine.registry import METRICS, RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
 from mmsoftpool.datasets.checks import check_data_config
-from mmsoftpool.launch import load_config, setup_distributed
+from mmsoftpool.launch import (load_config, parse_with_launch_args,
+                                setup_distributed)
 
 # What differs between the libraries: the metric that dumps predictions
 # (--out) and the switches of the visualization hook (--show, --show-dir).
@@ -45,26 +44,7 @@ def parse_args():
         'to the work_dir/timestamp/show_dir')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_with_launch_args(parser)
 
 
 def library_of(cfg, option):

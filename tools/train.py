@@ -4,15 +4,14 @@ Thin over MMEngine's Runner, with the flags of MMDetection's tools/train.py.
 The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
 """
 import argparse
-import os
 
-from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
 from mmsoftpool.datasets.checks import check_data_config
-from mmsoftpool.launch import load_config, setup_distributed
+from mmsoftpool.launch import (load_config, parse_with_launch_args,
+                                setup_distributed)
 
 
 def parse_args():
@@ -36,28 +35,7 @@ def parse_args():
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0);
-    # torchrun sets LOCAL_RANK instead.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_with_launch_args(parser)
 
 
 def main():
