@@ -152,10 +152,11 @@ struct VecSoftPool {
 
     void split(const scalar_t* row, scalar_t* out) const {
       for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
-        const scalar_t* block = row + column(0, q0);
-        if (whole_block(q0) && stride == 1) {
+        const bool simd = whole_block(q0);
+        const scalar_t* block = simd ? row + column(0, q0) : row;  // inside the row only
+        if (simd && stride == 1) {
           Vec::loadu(block).store(out + q0);
-        } else if (whole_block(q0)) {
+        } else if (simd) {
           auto [even, odd] = at::vec::deinterleave2(Vec::loadu(block), Vec::loadu(block + kLanes));
           even.store(out + q0);
           odd.store(out + length + q0);
@@ -172,10 +173,11 @@ struct VecSoftPool {
     // row[c] = the entry of column c, for every column (0 where no window reaches).
     void merge(const scalar_t* split, scalar_t* row) const {
       for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
-        scalar_t* block = row + column(0, q0);
-        if (whole_block(q0) && stride == 1) {
+        const bool simd = whole_block(q0);
+        scalar_t* block = simd ? row + column(0, q0) : row;  // inside the row only
+        if (simd && stride == 1) {
           Vec::loadu(split + q0).store(block);
-        } else if (whole_block(q0)) {
+        } else if (simd) {
           auto [low, high] =
               at::vec::interleave2(Vec::loadu(split + q0), Vec::loadu(split + length + q0));
           low.store(block);
