@@ -4,6 +4,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
+#include <c10/util/safe_numerics.h>
+
+#include <limits>
 
 #include "soft_pool.h"
 
@@ -40,7 +43,18 @@ PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size
   TORCH_CHECK(at::isFloatingType(input.scalar_type()),
               "soft_pool: input must have a floating-point dtype, got ", input.scalar_type());
   TORCH_CHECK(input.size(1) > 0, "soft_pool: input has no channels, shape ", input.sizes());
+  // PyTorch's pooling takes 32-bit ints; with these bounds the size arithmetic
+  // below cannot overflow int64 (inputs have fewer than 2**62 cells).
+  constexpr int64_t kMaxArgument = std::numeric_limits<int32_t>::max();
+  for (int64_t i = 0; i < dims; ++i) {
+    TORCH_CHECK(kernel_size[i] <= kMaxArgument && stride[i] <= kMaxArgument &&
+                    padding[i] <= kMaxArgument,
+                "soft_pool: kernel_size, stride and padding must be at most 2**31 - 1, got "
+                "kernel_size=",
+                kernel_size, ", stride=", stride, ", padding=", padding);
+  }
   PoolGeometry g;
+  g.cells = 1;
   for (int64_t d = 0; d < 3; ++d) {
     const int64_t src = d - (3 - dims);  // index into the arguments, < 0 for lifted dims
     const bool lifted = src < 0;
@@ -55,6 +69,9 @@ PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size
     TORCH_CHECK(g.padding[d] >= 0 && g.padding[d] <= g.kernel[d] / 2,
                 "soft_pool: padding must be between 0 and half the kernel size, got padding=",
                 padding, " for kernel_size=", kernel_size);
+    TORCH_CHECK(!c10::mul_overflows(g.cells, g.kernel[d], &g.cells),
+                "soft_pool: kernel_size=", kernel_size,
+                " has more cells a window than int64 can count");
     g.output[d] = pooled_size(g.input[d], g.kernel[d], g.stride[d], g.padding[d], ceil_mode);
     TORCH_CHECK(g.output[d] >= 1, "soft_pool: output size would be < 1 for input of shape ",
                 input.sizes(), ", kernel_size=", kernel_size, ", stride=", stride,

@@ -22,10 +22,13 @@ struct PoolGeometry {
   int64_t kernel[3];
   int64_t stride[3];
   int64_t padding[3];
+  int64_t cells;  // cells of a window, kernel[0] * kernel[1] * kernel[2]
 };
 
 // Validates the arguments (like PyTorch's pooling, with error messages naming
-// them) and returns the geometry, 1-D/2-D problems lifted to 3-D.
+// them) and returns the geometry, 1-D/2-D problems lifted to 3-D. The Python
+// functions check the same rules first, with ValueErrors; these checks guard
+// direct torch.ops calls, before any size arithmetic can overflow.
 PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size,
                            c10::IntArrayRef stride, c10::IntArrayRef padding,
                            bool ceil_mode);

@@ -3,6 +3,7 @@ pairing of two prediction files and the errors for files that cannot be
 compared."""
 import importlib.util
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -167,3 +168,19 @@ def test_bad_tables_and_arguments():
         mcnemar.parse_args(['only_one.pkl'])
     with pytest.raises(SystemExit):
         mcnemar.parse_args(['a.pkl', 'b.pkl', '--table', '1', '2', '3', '4'])
+
+
+def test_prediction_file_with_a_payload_runs_nothing(tmp_path):
+    """The --out files are read without running code from them."""
+    marker = tmp_path / 'payload_ran'
+
+    class Payload:
+
+        def __reduce__(self):
+            return os.system, (f'touch {marker}', )
+
+    path = tmp_path / 'evil.pkl'
+    path.write_bytes(pickle.dumps([{'gt_label': Payload()}]))
+    with pytest.raises(ValueError, match="global posix.system"):
+        mcnemar.read_predictions(str(path))
+    assert not marker.exists()

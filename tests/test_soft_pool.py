@@ -4,6 +4,7 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -392,3 +393,131 @@ def test_special_values_agree_across_kernels(device, memory_format):
                                equal_nan=True)
     torch.testing.assert_close(results[0][0], results[1][0], equal_nan=True)
     torch.testing.assert_close(results[0][1], results[1][1], equal_nan=True)
+
+
+@pytest.mark.parametrize('stride', [torch.tensor(2), np.int64(2), (2, np.int32(2)),
+                                    [torch.tensor(2), 2]])
+def test_integers_are_accepted_as_max_pool_accepts_them(stride):
+    x = torch.randn(1, 2, 6, 6)
+    torch.testing.assert_close(soft_pool2d(x, 2, stride), soft_pool2d(x, 2, 2))
+    assert F.max_pool2d(x, 2, stride).shape == (1, 2, 3, 3)
+    assert SoftPool2d(2, stride).stride == (2, 2)
+
+
+@pytest.mark.parametrize('stride', [2.0, torch.tensor(2.0), torch.tensor([2, 2]), True,
+                                    (2, 2.5), 'two'])
+def test_non_integers_are_refused_naming_the_argument(stride):
+    with pytest.raises(ValueError, match=r'stride must be an int or a tuple of 2 ints, got stride='):
+        soft_pool2d(torch.randn(1, 1, 4, 4), 2, stride)
+
+
+def run_isolated(code):
+    """Runs code in a fresh interpreter: a crash there fails the test with
+    its signal instead of killing pytest."""
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, (
+        f'exit code {result.returncode} (negative: killed by that signal)\n{result.stderr}')
+    return result.stdout
+
+
+HUGE_KERNELS = [
+    ((2**32, 2**32), 1, (2**31, 2**31)),
+    ((2**32, 2**31), 1, (2**31, 2**30)),
+    ((2**31, 2**30), 1, (2**30, 2**29)),
+    ((2**22, 2**21, 2**21), 1, (2**21, 2**20, 2**20)),
+    ((2**31 - 1, ) * 3, 1, (2**30 - 1, ) * 3),  # 2**93 cells a window
+]
+
+
+@pytest.mark.parametrize('kernel,stride,padding', HUGE_KERNELS)
+def test_huge_kernels_are_refused_before_any_arithmetic(kernel, stride, padding):
+    """Through the Python functions (ValueError naming the argument) and the
+    raw ops (RuntimeError), in every dtype; never a crash."""
+    dim = len(kernel)
+    code = f"""
+import torch
+from mmsoftpool.ops import soft_pool{dim}d
+kernel, stride, padding = {kernel!r}, {stride!r}, {padding!r}
+for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+    x = torch.randn((1, 2) + (4, ) * {dim}, dtype=dtype)
+    try:
+        soft_pool{dim}d(x, kernel, stride, padding)
+        print('python: no error')
+    except ValueError as err:
+        print('python:', err)
+    try:
+        torch.ops.mmsoftpool.soft_pool_forward(x, list(kernel), [stride] * {dim},
+                                               list(padding), False)
+        print('raw: no error')
+    except RuntimeError as err:
+        print('raw:', str(err).splitlines()[0])
+"""
+    lines = run_isolated(code).splitlines()
+    assert len(lines) == 8
+    for line in lines[0::2]:
+        assert line.startswith(f'python: soft_pool{dim}d: kernel_size'), line
+    for line in lines[1::2]:
+        assert line.startswith('raw: soft_pool: kernel_size'), line
+
+
+def test_largest_allowed_kernel_covers_the_input():
+    """kernel 2**31 - 1 with padding 2**30 - 1: every window holds the whole
+    4x4 input (the rest is padding); the result is exact, not refused."""
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    k, p = 2**31 - 1, 2**30 - 1
+    y = soft_pool2d(x, k, 1, p)
+    whole = soft_pool_reference(x.detach(), (4, 4))
+    assert y.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(y, whole.expand_as(y))
+    y.sum().backward()
+    ref_x = x.detach().requires_grad_()
+    (soft_pool_reference(ref_x, (4, 4)) * 16).sum().backward()
+    torch.testing.assert_close(x.grad, ref_x.grad)
+
+
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+def test_strides_larger_than_the_vector_limit(memory_format):
+    x = torch.randn(2, 3, 9, 100, dtype=torch.float64).contiguous(memory_format=memory_format)
+    x = x.float().requires_grad_()
+    y = soft_pool2d(x, (3, 2), (2, 40), (1, 1), True)
+    ref_x = x.detach().double().requires_grad_()
+    ref_y = soft_pool_reference(ref_x, (3, 2), (2, 40), (1, 1), True)
+    torch.testing.assert_close(y.double(), ref_y, rtol=2e-5, atol=2e-5)
+    y.backward(torch.ones_like(y))
+    ref_y.backward(torch.ones_like(ref_y))
+    torch.testing.assert_close(x.grad.double(), ref_x.grad, rtol=2e-5, atol=2e-5)
+
+
+def relaid(t):
+    """The same values in other layouts, as a caller of the raw op may pass them."""
+    yield 'contiguous', t.contiguous()
+    if t.dim() == 4:
+        yield 'channels_last', t.contiguous(memory_format=torch.channels_last)
+    wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+    wide[..., 1::2] = t
+    yield 'strided', wide[..., 1::2]
+    yield 'transposed', t.transpose(0, 1).contiguous().transpose(0, 1)
+    yield 'expanded', t[:1].expand_as(t)  # stride 0 along the batch
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize('kernel,stride,padding', [(2, 2, 0), (3, 2, 1)])
+def test_backward_op_honours_log_norm_strides(device, memory_format, dtype, kernel, stride,
+                                              padding):
+    """soft_pool_backward called directly with log_norm (and grad_output) in
+    other layouts, or expanded, gives the result of the dense call. The batch
+    holds one sample three times, so the expanded log_norm has the right
+    values."""
+    sample = torch.randn(1, 9, 11, 21, device=device) * 3
+    x = sample.expand(3, -1, -1, -1).to(dtype).contiguous(memory_format=memory_format)
+    args = ([kernel] * 2, [stride] * 2, [padding] * 2, False)
+    _, log_norm = torch.ops.mmsoftpool.soft_pool_forward(x, *args)
+    grad = torch.randn(1, *log_norm.shape[1:], device=device).expand_as(log_norm).to(dtype)
+    dense = torch.ops.mmsoftpool.soft_pool_backward(grad.contiguous(), x, log_norm, *args)
+    for name, ln in relaid(log_norm):
+        for grad_name, g in relaid(grad):
+            got = torch.ops.mmsoftpool.soft_pool_backward(g, x, ln, *args)
+            assert torch.equal(got, dense), (name, grad_name)

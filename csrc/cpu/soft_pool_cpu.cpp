@@ -25,9 +25,7 @@ void forward_kernel(const at::Tensor& input5, at::Tensor& output5, at::Tensor& l
   const int64_t channels = input5.size(1);
   const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
   const int64_t rows = input5.size(0) * channels * g.output[0] * g.output[1];
-  const int64_t window_cells = g.kernel[0] * g.kernel[1] * g.kernel[2];
-
-  at::parallel_for(0, rows, grain_for(g.output[2] * window_cells), [&](int64_t begin,
+  at::parallel_for(0, rows, grain_for(g.output[2], g.cells), [&](int64_t begin,
                                                                         int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t oh = row % g.output[1];
@@ -60,10 +58,9 @@ void backward_kernel(const at::Tensor& grad5, const at::Tensor& input5,
   const int64_t planes = input5.size(0) * channels;
   const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
   const int64_t ds[3] = {grad_input5.stride(2), grad_input5.stride(3), grad_input5.stride(4)};
-  const int64_t plane_work =
-      g.output[0] * g.output[1] * g.output[2] * g.kernel[0] * g.kernel[1] * g.kernel[2];
+  const int64_t plane_windows = g.output[0] * g.output[1] * g.output[2];
 
-  at::parallel_for(0, planes, grain_for(plane_work), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, planes, grain_for(plane_windows, g.cells), [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t n = plane / channels, c = plane % channels;
       const scalar_t* xp = x + n * input5.stride(0) + c * input5.stride(1);
@@ -116,8 +113,10 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
       input.sizes(),
       input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format));
   if (input.numel() > 0) {
+    // The vector kernels read log_norm in the output's layout: a log_norm
+    // passed in another one (or expanded) is made dense in it first.
     const at::Tensor grad5 = as_5d(grad_output), input5 = as_5d(input),
-                     log_norm5 = as_5d(log_norm);
+                     log_norm5 = as_5d(log_norm.contiguous(format));
     at::Tensor grad_input5 = as_5d(grad_input);
     if (!backward_vectorized(grad5, input5, log_norm5, grad_input5, g, format)) {
       grad_input.zero_();

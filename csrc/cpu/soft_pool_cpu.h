@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/TensorIterator.h>  // at::internal::GRAIN_SIZE
 #include <ATen/core/Tensor.h>
+#include <c10/util/safe_numerics.h>
 
 #include <algorithm>
 
@@ -13,9 +14,13 @@
 
 namespace mmsoftpool {
 
-// at::parallel_for grain for items of the given cost in elementary steps.
-inline int64_t grain_for(int64_t work_per_item) {
-  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_item));
+// at::parallel_for grain for items that cost `steps` elementary steps `times`
+// times (a product that saturates: windows can have up to 2**63 - 1 cells).
+inline int64_t grain_for(int64_t steps, int64_t times = 1) {
+  int64_t work;
+  if (c10::mul_overflows(std::max<int64_t>(1, steps), std::max<int64_t>(1, times), &work))
+    return 1;
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / work);
 }
 
 inline int64_t window_offset(const at::Tensor& t5, int64_t n, int64_t c, int64_t d, int64_t h,

@@ -37,7 +37,7 @@ struct VecSoftPool {
   static constexpr int64_t kMax = kCells > 0 ? kCells : kMaxVectorCells;
 
   static int64_t cell_count(const PoolGeometry& g) {
-    return kCells > 0 ? kCells : g.kernel[0] * g.kernel[1] * g.kernel[2];
+    return kCells > 0 ? kCells : g.cells;
   }
 
   // d = x - m with -inf cells moved to the lowest finite value, so that exp(d)
@@ -432,10 +432,13 @@ enum class Layout { kRows, kChannels, kNone };
 // `format`, so they are contiguous along W (rows) or C (channels) too.
 Layout vector_layout(const at::Tensor& input5, const PoolGeometry& g, at::MemoryFormat format) {
   const auto dtype = input5.scalar_type();
-  if ((dtype != at::kFloat && dtype != at::kDouble) ||
-      g.kernel[0] * g.kernel[1] * g.kernel[2] > kMaxVectorCells)
+  if ((dtype != at::kFloat && dtype != at::kDouble) || g.cells > kMaxVectorCells)
     return Layout::kNone;
-  if (format == at::MemoryFormat::Contiguous && input5.stride(4) == 1) return Layout::kRows;
+  // A row split by phase holds `stride` entries an output column: with a
+  // stride beyond the cell limit it would be far larger than the row.
+  if (format == at::MemoryFormat::Contiguous && input5.stride(4) == 1 &&
+      g.stride[2] <= kMaxVectorCells)
+    return Layout::kRows;
   if (format != at::MemoryFormat::Contiguous && input5.stride(1) == 1) return Layout::kChannels;
   return Layout::kNone;
 }
@@ -444,7 +447,7 @@ Layout vector_layout(const at::Tensor& input5, const PoolGeometry& g, at::Memory
 // 2x2 and 3x3 windows (compile-time loops), else K = 0.
 template <typename scalar_t, typename F>
 void with_cell_count(const PoolGeometry& g, F&& f) {
-  switch (g.kernel[0] * g.kernel[1] * g.kernel[2]) {
+  switch (g.cells) {
     case 4:
       return f(VecSoftPool<scalar_t, 4>{});
     case 9:

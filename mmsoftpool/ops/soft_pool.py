@@ -5,6 +5,8 @@ this module adds argument checking, shape and stride inference for
 ``torch.compile`` (``register_fake``), the autograd formula and the
 ``SoftPool{1,2,3}d`` modules.
 """
+import math
+import operator
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,15 +29,37 @@ _forward_op = torch.ops.mmsoftpool.soft_pool_forward
 _backward_op = torch.ops.mmsoftpool.soft_pool_backward
 
 
+# PyTorch's pooling takes 32-bit ints; the C++ checks the same bound.
+_MAX_ARGUMENT = 2**31 - 1
+# A window's cell count must fit in int64 (the kernels count cells in it).
+_MAX_WINDOW_CELLS = 2**63 - 1
+
+
+def _as_int(value) -> Optional[int]:
+    """``value`` as an int, accepted as ``F.max_pool2d`` accepts it (an int,
+    anything with ``__index__`` such as numpy integers, a 0-d integer
+    tensor); None for anything else (bool, float, other tensors)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Tensor):
+        integer = not (value.dtype.is_floating_point or value.dtype.is_complex
+                       or value.dtype == torch.bool)
+        return int(value) if value.dim() == 0 and integer else None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _as_tuple(value, dim: int, name: str, caller: str) -> Tuple[int, ...]:
-    if isinstance(value, int):
-        values = (value, ) * dim
-    elif isinstance(value, (tuple, list)):
-        values = tuple(value)
+    single = _as_int(value)
+    if single is not None:
+        values = (single, ) * dim
+    elif isinstance(value, (tuple, list)) and len(value) == dim:
+        values = tuple(_as_int(v) for v in value)
     else:
-        values = ()
-    if len(values) != dim or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in values):
+        values = (None, )
+    if None in values:
         raise ValueError(f'{caller}: {name} must be an int or a tuple of '
                          f'{dim} ints, got {name}={value!r}')
     return values
@@ -58,10 +82,16 @@ def pooled_size(size: int, kernel: int, stride: int, padding: int,
 def _pool_args(caller: str, dim: int, kernel_size, stride, padding):
     """Validate the pooling arguments; returns them as tuples."""
     kernel = _as_tuple(kernel_size, dim, 'kernel_size', caller)
-    if stride is None or (not isinstance(stride, int) and len(stride) == 0):
+    if stride is None or (isinstance(stride, (tuple, list)) and not stride):
         stride = kernel  # PyTorch's convention: no stride means kernel_size
     stride = _as_tuple(stride, dim, 'stride', caller)
     padding = _as_tuple(padding, dim, 'padding', caller)
+    for arg, values in (('kernel_size', kernel), ('stride', stride),
+                        ('padding', padding)):
+        if any(v > _MAX_ARGUMENT for v in values):
+            raise ValueError(
+                f'{caller}: {arg} must be at most 2**31 - 1 (PyTorch\'s '
+                f'pooling takes 32-bit ints), got {arg}={values}')
     for arg, values in (('kernel_size', kernel), ('stride', stride)):
         if any(v <= 0 for v in values):
             raise ValueError(
@@ -73,6 +103,10 @@ def _pool_args(caller: str, dim: int, kernel_size, stride, padding):
         raise ValueError(
             f'{caller}: padding must be at most half the kernel size, got '
             f'padding={padding} for kernel_size={kernel}')
+    if math.prod(kernel) > _MAX_WINDOW_CELLS:
+        raise ValueError(
+            f'{caller}: kernel_size={kernel} has {math.prod(kernel)} cells a '
+            'window, more than int64 can count (2**63 - 1)')
     return kernel, stride, padding
 
 

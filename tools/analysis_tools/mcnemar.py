@@ -27,7 +27,8 @@ Examples::
     # the counts of a published table, e.g. the paper's Table S1, ResNet-18
     python tools/analysis_tools/mcnemar.py --table 31838 3795 3011 11356
 
-Prediction files are pickles: read only files you trust.
+Prediction files are read with a restricted unpickler (tensors, containers and
+numpy values only), so a file from elsewhere cannot run code.
 """
 import argparse
 import json
@@ -35,8 +36,9 @@ import os.path as osp
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
-from mmengine.fileio import load
 from statsmodels.stats.contingency_tables import mcnemar
+
+from mmsoftpool.checkpoint import load_pickle
 
 # How the images of the two files are paired: by path when both files have
 # it (it survives a different order or sampler), else by dataset index.
@@ -61,7 +63,7 @@ def read_predictions(path: str) -> Tuple[str, Dict[object, Tuple[int, int]]]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'prediction file {path!r} does not exist')
     try:
-        results = load(path, file_format='pkl')
+        results = load_pickle(path)  # runs no code from the file
     except Exception as err:  # pickle raises many types for a bad file
         raise ValueError(f'prediction file {path!r} is not a pickle written '
                          f'by tools/test.py --out ({err})') from None

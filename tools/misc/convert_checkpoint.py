@@ -1,0 +1,133 @@
+"""Convert a trusted checkpoint that safe loading refuses into one it reads.
+
+    python tools/misc/convert_checkpoint.py IN OUT --trust
+
+Safe loading (``weights_only=True``, mmsoftpool/checkpoint.py) refuses a
+checkpoint that holds objects other than tensors, plain containers, numpy
+arrays / scalars of numeric and bool dtypes and MMEngine's ``HistoryBuffer``:
+old mmcv checkpoints with a pickled ``Config``, whole pickled models, custom
+classes in ``meta``. This tool loads IN with ``weights_only=False``, which
+RUNS ANY CODE THE FILE HOLDS, so it does so only with ``--trust``. It keeps
+what safe loading reads and converts the rest, listing every conversion:
+
+- an ``nn.Module`` becomes its ``state_dict()``;
+- a dict, list or tuple subclass (``ConfigDict``, a named tuple) becomes a
+  plain dict, list or tuple;
+- a numpy array or scalar of another dtype becomes a list / Python value;
+- any other object becomes its ``repr`` string.
+
+OUT is written next to its final name and renamed into place, then read back
+with safe loading before the tool reports success.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+from mmsoftpool.checkpoint import load as safe_load
+
+# Kept as they are (exact types; tensors and parameters of any kind).
+PLAIN_VALUES = (type(None), bool, int, float, complex, str, bytes,
+                torch.dtype, torch.device, torch.Size, HistoryBuffer)
+
+
+def plain_numpy(value):
+    dtype = value.dtype
+    return dtype.kind in 'biufc' and dtype.fields is None and \
+        dtype.subdtype is None
+
+
+def convert(value, path, report):
+    """``value`` with everything safe loading refuses converted; each
+    conversion is appended to ``report`` as (path, what, became)."""
+    if type(value) in PLAIN_VALUES or isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        if plain_numpy(value):
+            return np.asarray(value) if isinstance(value, np.ndarray) \
+                else value
+        report.append((path, f'numpy {type(value).__name__} of dtype '
+                       f'{value.dtype}', 'a Python list / value'))
+        return convert(value.tolist(), path, report)
+    if isinstance(value, torch.nn.Module):
+        report.append((path, type(value).__name__, 'its state_dict()'))
+        return convert(value.state_dict(), path, report)
+    if isinstance(value, dict):
+        if type(value) not in (dict, OrderedDict):
+            report.append((path, type(value).__name__, 'a dict'))
+            value = dict(value)
+        items = ((key, convert(item, f'{path}.{key}', report))
+                 for key, item in value.items())
+        return type(value)(items)
+    if isinstance(value, (list, tuple, set)):
+        plain = set if isinstance(value, set) else \
+            list if isinstance(value, list) else tuple
+        if type(value) is not plain:
+            report.append((path, type(value).__name__, plain.__name__))
+        return plain(
+            convert(item, f'{path}[{index}]', report)
+            for index, item in enumerate(value))
+    report.append((path, type(value).__name__, 'its repr string'))
+    return repr(value)
+
+
+def save_and_check(checkpoint, out):
+    """Writes ``out`` through a temporary file in its folder and reads it
+    back with safe loading."""
+    folder = osp.dirname(osp.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=folder, prefix=f'.{osp.basename(out)}.', suffix='.tmp')
+    try:
+        with os.fdopen(handle, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        safe_load(temporary, name=out)
+        os.replace(temporary, out)
+    finally:
+        if osp.exists(temporary):
+            os.remove(temporary)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert a trusted checkpoint into one that safe loading '
+        '(weights_only=True) reads.')
+    parser.add_argument('input', help='the checkpoint to convert')
+    parser.add_argument('output', help='where to write the converted file')
+    parser.add_argument(
+        '--trust', action='store_true',
+        help='load INPUT with weights_only=False, which runs any code it '
+        'holds: pass it only for a file whose origin you trust')
+    args = parser.parse_args(argv)
+    if not args.trust:
+        parser.exit(2, 'convert_checkpoint.py: error: loading a checkpoint '
+                    'that safe loading refuses runs the code it may hold; '
+                    'pass --trust if you trust where '
+                    f'{args.input!r} comes from\n')
+    if not osp.isfile(args.input):
+        parser.exit(2, f'convert_checkpoint.py: error: {args.input!r} does '
+                    'not exist\n')
+    if osp.abspath(args.input) == osp.abspath(args.output):
+        parser.exit(2, 'convert_checkpoint.py: error: write the converted '
+                    'file under another name, so the original is kept\n')
+    checkpoint = torch.load(
+        args.input, map_location='cpu', weights_only=False)
+    report = []
+    converted = convert(checkpoint, 'checkpoint', report)
+    save_and_check(converted, args.output)
+    for path, what, became in report:
+        print(f'{path}: {what} -> {became}')
+    print(f'wrote {args.output} ({len(report)} objects converted); it loads '
+          'with weights_only=True')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
