@@ -5,13 +5,17 @@ The config's ``default_scope`` (``mmdet``, ``mmpretrain``) decides which
 library's registries the Runner uses; nothing here is specific to one.
 """
 import argparse
+import ast
 import os
 import os.path as osp
-from typing import Optional
+import sys
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
+
+from mmsoftpool.datasets.checks import IMAGE_CHECKS, check_data_config
 
 # DDP on CPU: no device_ids (the Runner's default passes [LOCAL_RANK], which
 # DistributedDataParallel refuses for a CPU module).
@@ -21,13 +25,42 @@ CPU_MODEL_WRAPPER_CFG = dict(
     broadcast_buffers=False)
 
 
+class UserError(Exception):
+    """A mistake in the command line, the config or the data: the tools
+    print its message without a traceback and exit with 2. Tracebacks are
+    kept for bugs."""
+
+
+def run_tool(main: Callable[[], None]) -> None:
+    """Run a tool's ``main``, turning a :class:`UserError` into one message
+    on stderr and exit code 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f'{osp.basename(sys.argv[0])}: error: {err}', file=sys.stderr)
+        sys.exit(2)
+
+
+class CfgOptions(DictAction):
+    """MMEngine's DictAction, with a one-line error for an item that is
+    not KEY=VALUE (DictAction fails with ``not enough values to unpack``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values:
+            if '=' not in item or item.startswith('='):
+                parser.exit(
+                    2, f'{parser.prog}: error: {option_string}: {item!r} is '
+                    'not KEY=VALUE (e.g. train_cfg.max_epochs=12)\n')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def parse_with_launch_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Add the flags both tools share with MMDetection's (``--cfg-options``,
     ``--launcher``, ``--local-rank``) to ``parser`` and parse the command line."""
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptions,
         help='override some settings in the used config, the key-value pair '
         'in xxx=yyy format will be merged into config file. If the value to '
         'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
@@ -52,7 +85,15 @@ def load_config(config: str, cfg_options: Optional[dict],
                 work_dir: Optional[str], launcher: str) -> Config:
     """Read ``config``, apply ``--cfg-options``, ``--work-dir`` and
     ``--launcher`` as MMDetection's tools do."""
-    cfg = Config.fromfile(config)
+    if not osp.isfile(config):
+        raise UserError(f'config file {config!r} does not exist')
+    try:
+        cfg = Config.fromfile(config)
+    except SyntaxError as err:
+        raise UserError(_syntax_error(config) or
+                        f'syntax error in {config!r} or its bases: {err}')
+    except FileNotFoundError as err:  # a _base_ file
+        raise UserError(f'{config!r}: {err}')
     cfg.launcher = launcher
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
@@ -63,6 +104,52 @@ def load_config(config: str, cfg_options: Optional[dict],
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+def _syntax_error(config: str, seen=()) -> Optional[str]:
+    """Where the syntax error of ``config`` or of one of its local
+    ``_base_`` files is: MMEngine reports it as ``<unknown>, line N``."""
+    try:
+        with open(config, encoding='utf-8') as f:
+            source = f.read()
+        tree = ast.parse(source, filename=config)
+    except SyntaxError as err:
+        return f'syntax error in {config}, line {err.lineno}: {err.msg}'
+    except OSError:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                getattr(t, 'id', None) == '_base_' for t in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            for base in [bases] if isinstance(bases, str) else bases:
+                path = osp.normpath(osp.join(osp.dirname(config), base))
+                if '::' not in base and path not in seen:
+                    found = _syntax_error(path, (*seen, config))
+                    if found:
+                        return found
+    return None
+
+
+def add_check_images_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--check-images',
+        choices=IMAGE_CHECKS,
+        default='header',
+        help='before the run, read every image\'s header (default, seconds '
+        'on COCO) or decode every image in full (finds files cut short; '
+        'remembered, so a second run is fast)')
+
+
+def check_data(cfg: Config, splits, images: str = 'header') -> None:
+    """The data pre-flight check (mmsoftpool.datasets.checks): a missing or
+    broken file is a user error, what mmdet will drop a warning."""
+    try:
+        check_data_config(cfg, splits, images=images)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
 
 
 def setup_distributed(cfg: Config) -> None:

@@ -153,6 +153,18 @@ def run_tool_in_process(monkeypatch, tool, *args):
     runpy.run_path(str(TOOLS / tool), run_name='__main__')
 
 
+def user_error(capsys, monkeypatch, tool, *args):
+    """A tool run that stops with a user error: exit code 2 and the message
+    on stderr (no traceback)."""
+    with pytest.raises(SystemExit) as stop:
+        run_tool_in_process(monkeypatch, tool, *args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    assert err.startswith(f'{tool}: error: '), err
+    return err
+
+
 def test_unknown_pooling_type(monkeypatch, tmp_path, softpool_cfg):
     with pytest.raises(ValueError) as error:
         run_tool_in_process(monkeypatch, 'train.py', softpool_cfg,
@@ -163,32 +175,54 @@ def test_unknown_pooling_type(monkeypatch, tmp_path, softpool_cfg):
     assert "unknown pooling type 'SoftPool'" in message
 
 
-def test_missing_data_root(monkeypatch, tmp_path, softpool_cfg):
+def test_missing_data_root(capsys, monkeypatch, tmp_path, softpool_cfg):
     missing = tmp_path / 'no_such_coco'
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
-        run_tool_in_process(
-            monkeypatch, 'train.py', softpool_cfg, '--work-dir', tmp_path,
-            '--cfg-options', f'train_dataloader.dataset.data_root={missing}')
+    err = user_error(
+        capsys, monkeypatch, 'train.py', softpool_cfg, '--work-dir', tmp_path,
+        '--cfg-options', f'train_dataloader.dataset.data_root={missing}')
+    assert str(missing) in err
 
 
-def test_empty_annotation_file(monkeypatch, tmp_path, softpool_cfg):
+def test_empty_annotation_file(capsys, monkeypatch, tmp_path, softpool_cfg):
     empty = tmp_path / 'instances_val.json'
     empty.write_text('')
-    with pytest.raises(ValueError) as error:
-        run_tool_in_process(monkeypatch, 'test.py', softpool_cfg,
-                            softpool_cfg, '--work-dir', tmp_path,
-                            '--cfg-options',
-                            f'test_evaluator.ann_file={empty}')
-    assert str(empty) in str(error.value) and 'empty' in str(error.value)
+    err = user_error(capsys, monkeypatch, 'test.py', softpool_cfg,
+                     softpool_cfg, '--work-dir', tmp_path, '--cfg-options',
+                     f'test_evaluator.ann_file={empty}')
+    assert str(empty) in err and 'empty' in err
 
 
-def test_test_tool_arguments(monkeypatch, tmp_path, softpool_cfg):
-    with pytest.raises(FileNotFoundError, match='no_such.pth'):
-        run_tool_in_process(monkeypatch, 'test.py', softpool_cfg,
-                            tmp_path / 'no_such.pth')
-    with pytest.raises(ValueError, match='--out must name a .pkl'):
-        run_tool_in_process(monkeypatch, 'test.py', softpool_cfg,
-                            softpool_cfg, '--out', tmp_path / 'results.json')
+def test_test_tool_arguments(capsys, monkeypatch, tmp_path, softpool_cfg):
+    assert 'no_such.pth' in user_error(capsys, monkeypatch, 'test.py',
+                                       softpool_cfg, tmp_path / 'no_such.pth')
+    assert '--out must name a .pkl' in user_error(
+        capsys, monkeypatch, 'test.py', softpool_cfg, softpool_cfg, '--out',
+        tmp_path / 'results.json')
+
+
+@pytest.mark.parametrize('tool', ['train.py', 'test.py'])
+def test_user_errors_are_one_line(capsys, monkeypatch, tmp_path, tool,
+                                  softpool_cfg):
+    """A missing config, a syntax error (named with its file and line, also
+    in a base file) and --cfg-options without '=': one line, exit code 2."""
+    bad = tmp_path / 'bad_base.py'
+    bad.write_text('a = 1\nb = (\nc = 2\n')
+    child = tmp_path / 'child.py'
+    child.write_text("_base_ = './bad_base.py'\nx = 1\n")
+    extra = [softpool_cfg] if tool == 'test.py' else []
+    cases = {
+        (str(tmp_path / 'absent.py'), ):
+        f"config file '{tmp_path / 'absent.py'}' does not exist",
+        (str(bad), ): f'syntax error in {bad}, line 2: ',
+        (str(child), ): f'syntax error in {bad}, line 2: ',
+        (softpool_cfg, '--cfg-options', 'train_cfg.max_epochs'):
+        "--cfg-options: 'train_cfg.max_epochs' is not KEY=VALUE",
+    }
+    for args, message in cases.items():
+        args = (args[0], *extra, *args[1:])
+        err = user_error(capsys, monkeypatch, tool, *args)
+        assert message in err, err
+        assert err.count('\n') == 1, err
 
 
 # --- train with torchrun on 2 CPU processes, then test ---------------------

@@ -10,8 +10,9 @@ from mmengine.registry import METRICS, RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
-from mmsoftpool.datasets.checks import check_data_config
-from mmsoftpool.launch import (load_config, parse_with_launch_args,
+from mmsoftpool.engine import CheckpointMatchHook, CheckpointMismatchError
+from mmsoftpool.launch import (UserError, add_check_images_arg, check_data,
+                                load_config, parse_with_launch_args, run_tool,
                                 setup_distributed)
 
 # What differs between the libraries: the metric that dumps predictions
@@ -44,6 +45,12 @@ def parse_args():
         'to the work_dir/timestamp/show_dir')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--allow-partial',
+        action='store_true',
+        help='evaluate a checkpoint that leaves some of the model\'s '
+        'parameters unset (by default that is refused, listing them)')
+    add_check_images_arg(parser)
     return parse_with_launch_args(parser)
 
 
@@ -51,7 +58,7 @@ def library_of(cfg, option):
     """The library (default_scope) of ``cfg``, one that ``option`` knows."""
     scope = cfg.get('default_scope')
     if scope not in DUMP_METRIC:
-        raise ValueError(
+        raise UserError(
             f'{option}: supported for configs with default_scope '
             f'{" or ".join(DUMP_METRIC)}, got default_scope={scope!r}')
     return scope
@@ -61,7 +68,7 @@ def enable_visualization(cfg, args):
     keys = VISUALIZATION_KEYS[library_of(cfg, '--show/--show-dir')]
     hook = cfg.get('default_hooks', {}).get('visualization')
     if hook is None:
-        raise RuntimeError(
+        raise UserError(
             '--show/--show-dir: the config has no default_hooks.'
             'visualization (the library\'s VisualizationHook) to draw with')
     hook[keys['on']] = True
@@ -72,26 +79,39 @@ def enable_visualization(cfg, args):
         hook[keys['out_dir']] = args.show_dir
 
 
+def require_all_parameters(cfg, required: bool) -> None:
+    """The config's CheckpointMatchHook (added if absent) refuses a
+    checkpoint that leaves model parameters unset, unless not required."""
+    hooks = cfg.setdefault('custom_hooks', [])
+    match = [hook for hook in hooks if hook.get('type') in
+             ('CheckpointMatchHook', CheckpointMatchHook)]
+    if not match:
+        match = [dict(type='CheckpointMatchHook')]
+        hooks.append(match[0])
+    for hook in match:
+        hook['require_all'] = required
+
+
 def main():
     args = parse_args()
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
-        raise ValueError(
+        raise UserError(
             f'--out must name a .pkl or .pickle file, got --out {args.out}')
     # Local files are checked before the model is built; URLs
     # (https://, torchvision://, ...) are left to MMEngine's loaders.
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(
-            f'checkpoint: no such file {args.checkpoint!r}')
+        raise UserError(f'checkpoint: no such file {args.checkpoint!r}')
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
     cfg.load_from = args.checkpoint
+    require_all_parameters(cfg, not args.allow_partial)
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     dump_metric = (
         DUMP_METRIC[library_of(cfg, '--out')] if args.out else None)
 
     # Missing or broken data fails here, naming the file, not mid-epoch.
-    check_data_config(cfg, ('test', ))
+    check_data(cfg, ('test', ), args.check_images)
     setup_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
@@ -101,8 +121,11 @@ def main():
         # Built after the Runner so that the config's scope is the default.
         runner.test_evaluator.metrics.append(
             METRICS.build(dict(type=dump_metric, out_file_path=args.out)))
-    runner.test()
+    try:
+        runner.test()
+    except CheckpointMismatchError as err:
+        raise UserError(str(err)) from None
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -4,13 +4,16 @@ Thin over MMEngine's Runner, with the flags of MMDetection's tools/train.py.
 The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
 """
 import argparse
+import logging
 
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
-from mmsoftpool.datasets.checks import check_data_config
-from mmsoftpool.launch import (load_config, parse_with_launch_args,
+from mmsoftpool.engine import find_resumable_checkpoint
+from mmsoftpool.launch import (UserError, add_check_images_arg, check_data,
+                                load_config, parse_with_launch_args, run_tool,
                                 setup_distributed)
 
 
@@ -34,7 +37,8 @@ def parse_args():
         const='auto',
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
-        'in the work directory.')
+        'in the work directory (skipping damaged ones).')
+    add_check_images_arg(parser)
     return parse_with_launch_args(parser)
 
 
@@ -49,23 +53,30 @@ def main():
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise RuntimeError(
+            raise UserError(
                 f'--auto-scale-lr: {args.config} has no '
                 '"auto_scale_lr.base_batch_size" (the batch size its '
                 'learning rate was set for)')
         cfg.auto_scale_lr.enable = True
 
-    # --resume PATH resumes from PATH; --resume alone from the latest
-    # checkpoint in the work directory.
+    # --resume PATH resumes from PATH; --resume alone from the newest whole
+    # checkpoint in the work directory (MMEngine would take the one
+    # last_checkpoint names, even if it was cut short).
     if args.resume == 'auto':
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from, skipped = find_resumable_checkpoint(cfg.work_dir)
+        for path, reason in skipped:
+            print_log(f'--resume: skipping damaged checkpoint {path!r}: '
+                      f'{reason}', logger='current', level=logging.WARNING)
+        if cfg.load_from is None and skipped:
+            raise UserError(f'--resume: no readable checkpoint in '
+                            f'{cfg.work_dir!r} ({len(skipped)} damaged)')
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
 
     # Missing or broken data fails here, naming the file, not mid-epoch.
-    check_data_config(cfg, ('train', 'val'))
+    check_data(cfg, ('train', 'val'), args.check_images)
     setup_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
@@ -75,4 +86,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -7,3 +7,6 @@ model = dict(
     backbone=dict(
         type='SoftPoolResNet',
         stem_pool_cfg=dict(type='SoftPool2d', kernel_size=2, stride=2)))
+# Checkpoints written atomically, outdated ones removed only after the new
+# one is safe (mmsoftpool's CheckpointHook, docs/checkpoints.md).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

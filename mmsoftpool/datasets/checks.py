@@ -13,18 +13,37 @@ What :func:`check_data_config` checks for each dataloader it is asked about
   categories), it lists images, the training set lists annotations, and every
   class name of the dataset's ``metainfo`` is one of its categories;
 - every image listed is a non-empty file that PIL recognises as an image
-  (``PIL.Image.verify``: header, and for PNG the chunk checksums).
+  (``PIL.Image.verify``: header, and for PNG the chunk checksums), or, with
+  ``images='full'``, that PIL decodes entirely (a JPEG cut short fails here
+  rather than at its first batch); decoded images are remembered by path,
+  size and modification time, so a second run skips them.
+
+It also reports, as warnings, what mmdet's ``CocoDataset`` does silently:
+annotations it drops (no overlap with the image, ``w < 1``, ``h < 1``,
+``area <= 0``, a category outside the dataset's classes, ``ignore``), boxes
+it keeps unclipped although they leave the image, non-finite coordinates,
+images its ``filter_cfg`` removes from training, and images whose
+``width`` / ``height`` disagree with the file. mmdet's own tools run none of
+these checks; ``tools/misc/check_data.py CONFIG`` runs them alone.
 
 Remote paths (``s3://`` and the like) are not checked.
 """
+import hashlib
 import importlib
 import json
+import logging
+import math
+import os
 import os.path as osp
-from typing import Iterator, Sequence, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.registry import DATASETS, METRICS
 from PIL import Image
+
+from mmsoftpool.engine.atomic_files import write_atomically
 
 _SHOWN = 10  # problems listed in one message; the rest are counted
 _IMAGE_FIELDS = ('id', 'file_name', 'width', 'height')
@@ -129,25 +148,151 @@ def load_coco_json(path: str, where: str, need_annotations: bool) -> dict:
     return coco
 
 
-def check_images(coco: dict, img_dir: str, where: str, ann_file: str) -> None:
-    """Every image ``coco`` lists is a non-empty file PIL can read."""
-    problems = []
-    for image in coco['images']:
-        path = osp.join(img_dir, image['file_name'])
-        if not osp.isfile(path):
-            problems.append(f'{path!r}: no such file')
-        elif osp.getsize(path) == 0:
-            problems.append(f'{path!r}: empty file')
-        else:
-            try:
-                with Image.open(path) as img:
-                    img.verify()
-            except Exception as err:  # PIL raises many types for bad files
-                problems.append(f'{path!r}: not a readable image ({err})')
+IMAGE_CHECKS = ('header', 'full')
+
+
+def _decoded_cache(img_dir: str) -> str:
+    """Where the images of ``img_dir`` that decoded fully are remembered."""
+    root = os.environ.get('XDG_CACHE_HOME') or osp.expanduser('~/.cache')
+    key = hashlib.sha1(osp.abspath(img_dir).encode()).hexdigest()[:16]
+    return osp.join(root, 'mmsoftpool', 'decoded_images', f'{key}.json')
+
+
+def _read_image(path: str, full: bool, decoded: dict):
+    """(problem or None, (width, height) or None, cache key if decoded)."""
+    if not osp.isfile(path):
+        return f'{path!r}: no such file', None, None
+    stat = os.stat(path)
+    if stat.st_size == 0:
+        return f'{path!r}: empty file', None, None
+    key = f'{stat.st_size}:{stat.st_mtime_ns}'
+    try:
+        with Image.open(path) as img:
+            size = img.size
+            if full and decoded.get(path) != key:
+                img.load()  # decodes all of it: a truncated file fails
+            elif not full:
+                img.verify()
+    except Exception as err:  # PIL raises many types for bad files
+        return f'{path!r}: not a readable image ({err})', None, None
+    return None, size, key if full else None
+
+
+def check_images(coco: dict, img_dir: str, where: str, ann_file: str,
+                 images: str = 'header') -> List[str]:
+    """Every image ``coco`` lists is a non-empty file PIL can read (with
+    ``images='full'``: decode). Returns warnings for sizes that disagree
+    with the annotation file."""
+    if images not in IMAGE_CHECKS:
+        raise ValueError(f'images must be one of {IMAGE_CHECKS}, got '
+                         f'images={images!r}')
+    full = images == 'full'
+    cache = _decoded_cache(img_dir)
+    decoded = {}
+    if full and osp.isfile(cache):
+        with open(cache) as f:
+            decoded = json.load(f)
+    paths = [osp.join(img_dir, image['file_name']) for image in coco['images']]
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        results = list(pool.map(
+            lambda path: _read_image(path, full, decoded), paths))
+    problems = [problem for problem, _, _ in results if problem]
+    if full:
+        decoded.update((path, key) for path, (_, _, key) in zip(paths, results)
+                       if key is not None)
+        write_atomically(cache, json.dumps(decoded).encode())
     if problems:
         raise ValueError(
             f'{where}: {len(problems)} of the {len(coco["images"])} images '
             f'listed in {ann_file!r} cannot be read:' + _listed(problems))
+    mismatched = [
+        f'{path!r}: {image["width"]}x{image["height"]} in the annotation '
+        f'file, {size[0]}x{size[1]} in the file'
+        for path, image, (_, size, _) in zip(paths, coco['images'], results)
+        if (image['width'], image['height']) != size
+    ]
+    if not mismatched:
+        return []
+    return [f'{where}: {len(mismatched)} images of {ann_file!r} have another '
+            'size than the annotation file says; mmdet uses the size of the '
+            'loaded image and takes the boxes as they are:' +
+            _listed(mismatched)]
+
+
+def mmdet_drop_reason(ann: dict, image: dict, cat_ids) -> Optional[str]:
+    """Why mmdet 3.3's ``CocoDataset.parse_data_info`` drops ``ann``, with
+    its own expressions, or None if it keeps it."""
+    if ann.get('ignore', False):
+        return 'are marked "ignore"'
+    x1, y1, w, h = ann['bbox']
+    inter_w = max(0, min(x1 + w, image['width']) - max(x1, 0))
+    inter_h = max(0, min(y1 + h, image['height']) - max(y1, 0))
+    if inter_w * inter_h == 0:
+        return 'have no overlap with their image'
+    if ann['area'] <= 0:
+        return 'have area <= 0'
+    if w < 1 or h < 1:
+        return 'have w < 1 or h < 1'
+    if ann['category_id'] not in cat_ids:
+        return 'have a category outside the dataset\'s classes'
+    return None
+
+
+def annotation_warnings(coco: dict, classes: Sequence[str], where: str,
+                        ann_file: str, filter_cfg: Optional[dict],
+                        training: bool) -> List[str]:
+    """What mmdet's ``CocoDataset`` will silently do with ``coco``'s
+    annotations and images, one warning per kind, with the first ids."""
+    images = {image['id']: image for image in coco['images']}
+    cat_ids = {cat['id'] for cat in coco['categories']
+               if cat['name'] in set(classes)}
+    groups = {}
+
+    def note(kind, ann_id):
+        groups.setdefault(kind, []).append(ann_id)
+
+    with_classes = set()
+    for ann in coco['annotations']:
+        image = images[ann['image_id']]
+        if ann['category_id'] in cat_ids:
+            with_classes.add(ann['image_id'])
+        if not all(math.isfinite(v) for v in ann['bbox']):
+            reason = mmdet_drop_reason(ann, image, cat_ids)
+            note('have non-finite coordinates; mmdet ' +
+                 ('drops them' if reason else 'keeps them'), ann['id'])
+            continue
+        reason = mmdet_drop_reason(ann, image, cat_ids)
+        if reason:
+            note(f'{reason}: mmdet drops them', ann['id'])
+            continue
+        x1, y1, w, h = ann['bbox']
+        if x1 < 0 or y1 < 0 or x1 + w > image['width'] or \
+                y1 + h > image['height']:
+            note('lie partly outside their image: mmdet keeps them '
+                 'unclipped', ann['id'])
+    warnings = [
+        f'{where}: {len(ids)} annotations of {ann_file!r} {kind} (ids '
+        f'{", ".join(map(str, ids[:_SHOWN]))}{" ..." if len(ids) > _SHOWN else ""})'
+        for kind, ids in groups.items()
+    ]
+    if training and filter_cfg:
+        image_groups = {}
+        min_size = filter_cfg.get('min_size', 0)
+        for image in coco['images']:
+            if filter_cfg.get('filter_empty_gt', False) and \
+                    image['id'] not in with_classes:
+                image_groups.setdefault('have no annotation of the dataset\'s '
+                                        'classes', []).append(image['id'])
+            elif min(image['width'], image['height']) < min_size:
+                image_groups.setdefault(f'are smaller than filter_cfg.min_size='
+                                        f'{min_size}', []).append(image['id'])
+        warnings += [
+            f'{where}: {len(ids)} images of {ann_file!r} {kind}: mmdet\'s '
+            f'filter_cfg leaves them out of training (ids '
+            f'{", ".join(map(str, ids[:_SHOWN]))}{" ..." if len(ids) > _SHOWN else ""})'
+            for kind, ids in image_groups.items()
+        ]
+    return warnings
 
 
 def _leaf_datasets(dataset: dict, where: str) -> Iterator[Tuple[dict, str]]:
@@ -185,11 +330,11 @@ def _is_subclass(type_, registry, scope, module: str, name: str) -> bool:
 
 
 def check_dataset(dataset: dict, where: str, scope: str,
-                  need_annotations: bool) -> None:
-    """Check one dataset config (no wrapper)."""
+                  need_annotations: bool, images: str = 'header') -> List[str]:
+    """Check one dataset config (no wrapper); returns the warnings."""
     data_root = dataset.get('data_root') or ''
     if _is_remote(data_root):
-        return
+        return []
     if data_root and not osp.isdir(data_root):
         raise FileNotFoundError(
             f'{where}.data_root: folder {data_root!r} does not exist')
@@ -200,14 +345,14 @@ def check_dataset(dataset: dict, where: str, scope: str,
                 f'{where}.data_prefix.{key}: folder {folder!r} does not exist')
     ann_file = dataset.get('ann_file') or ''
     if not ann_file or _is_remote(ann_file):
-        return
+        return []
     ann_path = _join(data_root, ann_file)
     if not _is_subclass(dataset['type'], DATASETS, scope, 'mmdet.datasets',
                         'CocoDataset'):
         if not osp.isfile(ann_path):
             raise FileNotFoundError(
                 f'{where}.ann_file: file {ann_path!r} does not exist')
-        return
+        return []
 
     coco = load_coco_json(ann_path, f'{where}.ann_file', need_annotations)
     classes = (dataset.get('metainfo') or {}).get('classes')
@@ -224,7 +369,13 @@ def check_dataset(dataset: dict, where: str, scope: str,
             f'(its categories: {sorted(names)[:_SHOWN]}); set '
             f'{where}.metainfo.classes to the names it uses')
     img_prefix = (dataset.get('data_prefix') or {}).get('img', '')
-    check_images(coco, _join(data_root, img_prefix), where, ann_path)
+    warnings = check_images(coco, _join(data_root, img_prefix), where,
+                            ann_path, images)
+    if 'annotations' in coco:
+        warnings += annotation_warnings(
+            coco, classes, where, ann_path, dataset.get('filter_cfg'),
+            training=need_annotations and not dataset.get('test_mode', False))
+    return warnings
 
 
 def _evaluators(evaluator, where: str) -> Iterator[Tuple[dict, str]]:
@@ -238,15 +389,17 @@ def _evaluators(evaluator, where: str) -> Iterator[Tuple[dict, str]]:
 
 
 def check_data_config(cfg: Config,
-                      splits: Sequence[str] = ('train', 'val',
-                                               'test')) -> None:
+                      splits: Sequence[str] = ('train', 'val', 'test'),
+                      images: str = 'header') -> List[str]:
     """Check the data of ``cfg``'s ``{split}_dataloader`` and
     ``{split}_evaluator`` for each of ``splits`` the config has.
 
     ``tools/train.py`` checks ``('train', 'val')``, ``tools/test.py``
     ``('test',)``. Raises ``FileNotFoundError`` or ``ValueError`` naming the
-    config key and the file.
+    config key and the file; logs (and returns) the warnings about what
+    mmdet will drop or take as it is.
     """
+    warnings = []
     unknown = set(splits) - {'train', 'val', 'test'}
     if unknown:
         raise ValueError(f'splits must be among train, val, test; got '
@@ -258,11 +411,12 @@ def check_data_config(cfg: Config,
             where = f'{split}_dataloader.dataset'
             for dataset, leaf in _leaf_datasets(dataloader['dataset'],
                                                 where):
-                check_dataset(
+                warnings += check_dataset(
                     dataset,
                     leaf,
                     scope,
-                    need_annotations=split == 'train')
+                    need_annotations=split == 'train',
+                    images=images)
         for metric, where in _evaluators(
                 cfg.get(f'{split}_evaluator', None), f'{split}_evaluator'):
             ann_file = metric.get('ann_file')
@@ -278,3 +432,6 @@ def check_data_config(cfg: Config,
             elif not osp.isfile(ann_file):
                 raise FileNotFoundError(
                     f'{where}.ann_file: file {ann_file!r} does not exist')
+    for warning in warnings:
+        print_log(warning, logger='current', level=logging.WARNING)
+    return warnings

@@ -1,3 +1,10 @@
-from .hooks import CheckpointMatchHook, RNGStateHook
+from .atomic_files import AtomicLocalBackend, write_atomically
+from .hooks import (AtomicCheckpointHook, CheckpointMatchHook,
+                    CheckpointMismatchError, RNGStateHook)
+from .resume import find_resumable_checkpoint
 
-__all__ = ['CheckpointMatchHook', 'RNGStateHook']
+__all__ = [
+    'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointMatchHook',
+    'CheckpointMismatchError',
+    'RNGStateHook', 'find_resumable_checkpoint', 'write_atomically'
+]

@@ -4,7 +4,7 @@ _base_ = 'mmdet::_base_/default_runtime.py'
 # latest checkpoint.
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=4),
-    checkpoint=dict(type='CheckpointHook', interval=8, max_keep_ckpts=1))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=8, max_keep_ckpts=1))
 randomness = dict(seed=0)
 # Exact resume (`tools/train.py --resume`): random states saved in and restored
 # from each checkpoint; a resume from a checkpoint that does not fit the model

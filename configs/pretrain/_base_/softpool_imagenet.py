@@ -16,3 +16,6 @@ param_scheduler = dict(
     type='MultiStepLR', by_epoch=True, milestones=[40, 80], gamma=0.1)
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
 auto_scale_lr = dict(base_batch_size=256)
+# Checkpoints written atomically, outdated ones removed only after the new
+# one is safe (mmsoftpool's CheckpointHook, docs/checkpoints.md).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

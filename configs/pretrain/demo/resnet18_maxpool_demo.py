@@ -56,5 +56,5 @@ test_cfg = dict()
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=5),
-    checkpoint=dict(type='CheckpointHook', interval=3, max_keep_ckpts=1))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=3, max_keep_ckpts=1))
 randomness = dict(seed=0)

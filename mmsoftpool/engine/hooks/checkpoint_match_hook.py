@@ -51,6 +51,10 @@ def compare_state_dicts(model_state: dict, checkpoint_state: dict) -> dict:
         matched=matched)
 
 
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint that does not fit the model; the message lists the keys."""
+
+
 @HOOKS.register_module()
 class CheckpointMatchHook(Hook):
     """Refuse, before any weight is copied, a checkpoint that does not fit
@@ -63,10 +67,16 @@ class CheckpointMatchHook(Hook):
       non-strict loading, so a checkpoint with another number of classes
       still loads its backbone and neck, and MMEngine reports the head
       mismatch. Only a checkpoint of which no tensor fits the model (another
-      architecture) is refused.
+      architecture) is refused. With ``require_all=True`` (what
+      ``tools/test.py`` sets unless ``--allow-partial``) every parameter and
+      buffer of the model must come from the checkpoint: evaluating a model
+      whose head stayed random gives meaningless figures.
     """
 
     priority = 'VERY_HIGH'
+
+    def __init__(self, require_all: bool = False):
+        self.require_all = require_all
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if is_model_wrapper(
@@ -77,13 +87,18 @@ class CheckpointMatchHook(Hook):
         if resuming:
             fits = not (diff['missing'] or diff['unexpected']
                         or diff['mismatched'])
+            need = 'resuming needs every key and shape to match'
+        elif self.require_all:
+            fits = not (diff['missing'] or diff['mismatched'])
+            need = ('every parameter of the model must come from the '
+                    'checkpoint; tools/test.py --allow-partial evaluates it '
+                    'anyway')
         else:
             fits = diff['matched'] > 0
+            need = 'no tensor of it fits the model'
         if fits:
             return
-        need = ('resuming needs every key and shape to match' if resuming
-                else 'no tensor of it fits the model')
-        raise RuntimeError(
+        raise CheckpointMismatchError(
             f'Checkpoint {self._source(runner)} does not fit the model '
             f'{type(model).__name__} ({need}):' +
             _listed('missing keys', diff['missing']) +
