@@ -2,6 +2,7 @@
 dataset, intact and damaged in each way it must report."""
 import copy
 import json
+import os
 import os.path as osp
 import shutil
 
@@ -53,7 +54,7 @@ def edit_json(path, edit):
 
 def test_intact_dataset_passes(data):
     root, cfg = data
-    check_data_config(cfg)
+    assert check_data_config(cfg) == []  # nothing mmdet would drop
     check_data_config(cfg, splits=('test', ))
 
 
@@ -226,3 +227,148 @@ def test_dataset_wrappers_are_followed(data):
     with pytest.raises(ValueError, match=r'^train_dataloader\.dataset\.dataset'
                        r'\.datasets\[1\]: 1 of the 3 images'):
         check_data_config(cfg)
+
+
+# --- what mmdet does silently, reported as warnings -------------------------
+
+
+def first_annotation(coco):
+    return coco['annotations'][0]
+
+
+def image_of(coco, ann):
+    return next(i for i in coco['images'] if i['id'] == ann['image_id'])
+
+
+def no_overlap(coco):
+    ann = first_annotation(coco)
+    image = image_of(coco, ann)
+    ann['bbox'] = [image['width'] + 5, 2, 10, 10]
+
+
+def narrow(coco):
+    first_annotation(coco)['bbox'][2] = 0.5
+
+
+def no_area(coco):
+    first_annotation(coco)['area'] = 0
+
+
+def nan_corner(coco):
+    first_annotation(coco)['bbox'][0] = float('nan')
+
+
+def partly_outside(coco):
+    first_annotation(coco)['bbox'][0] = -5
+
+
+def other_category(coco):
+    coco['categories'].append(dict(id=99, name='not_a_demo_class'))
+    first_annotation(coco)['category_id'] = 99
+
+
+@pytest.mark.parametrize('edit,message', [
+    (no_overlap, 'have no overlap with their image: mmdet drops them'),
+    (narrow, 'have w < 1 or h < 1: mmdet drops them'),
+    (no_area, 'have area <= 0: mmdet drops them'),
+    (nan_corner, 'have non-finite coordinates; mmdet drops them'),
+    (partly_outside, 'lie partly outside their image: mmdet keeps them '
+     'unclipped'),
+    (other_category, "have a category outside the dataset's classes: mmdet "
+     'drops them'),
+])
+def test_annotations_mmdet_drops_are_reported(data, edit, message):
+    root, cfg = data
+    edit_json(train_ann(root), edit)
+    ann_id = json.loads(train_ann(root).read_text())['annotations'][0]['id']
+    warnings = check_data_config(cfg, splits=('train', ))
+    assert warnings == [
+        f"train_dataloader.dataset: 1 annotations of '{train_ann(root)}' "
+        f'{message} (ids {ann_id})'
+    ]
+
+
+def test_images_left_out_by_filter_cfg_are_reported(data):
+    root, cfg = data
+
+    def drop_first_image_annotations(coco):
+        first = coco['images'][0]['id']
+        coco['annotations'] = [
+            a for a in coco['annotations'] if a['image_id'] != first]
+
+    edit_json(train_ann(root), drop_first_image_annotations)
+    first = json.loads(train_ann(root).read_text())['images'][0]['id']
+    warnings = check_data_config(cfg, splits=('train', ))
+    assert warnings == [
+        f"train_dataloader.dataset: 1 images of '{train_ann(root)}' have no "
+        "annotation of the dataset's classes: mmdet's filter_cfg leaves them "
+        f'out of training (ids {first})'
+    ]
+
+
+def test_sizes_that_disagree_with_the_file_are_reported(data):
+    root, cfg = data
+
+    def wider(coco):
+        coco['images'][1]['width'] += 10
+
+    edit_json(train_ann(root), wider)
+    image = json.loads(train_ann(root).read_text())['images'][1]
+    [warning] = check_data_config(cfg, splits=('train', ))
+    assert warning.startswith(
+        f"train_dataloader.dataset: 1 images of '{train_ann(root)}' have "
+        'another size than the annotation file says; mmdet uses the size of '
+        'the loaded image')
+    size = f'{image["width"]}x{image["height"]} in the annotation file'
+    assert size in warning
+
+
+def truncated_jpeg(root):
+    """The first training image as a JPEG cut after 60% of its bytes: its
+    header is intact, its data is not."""
+    from PIL import Image
+
+    def to_jpeg(coco):
+        image = coco['images'][0]
+        png = root / 'train' / image['file_name']
+        jpeg = png.with_suffix('.jpg')
+        Image.open(png).convert('RGB').save(jpeg, quality=95)
+        data = jpeg.read_bytes()
+        jpeg.write_bytes(data[:len(data) * 6 // 10])
+        image['file_name'] = jpeg.name
+
+    edit_json(train_ann(root), to_jpeg)
+    return root / 'train' / json.loads(
+        train_ann(root).read_text())['images'][0]['file_name']
+
+
+def test_truncated_jpeg_is_found_by_a_full_decode(data, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    root, cfg = data
+    path = truncated_jpeg(root)
+    check_data_config(cfg, splits=('train', ))  # the header is fine
+    with pytest.raises(ValueError) as error:
+        check_data_config(cfg, splits=('train', ), images='full')
+    assert f"'{path}': not a readable image" in str(error.value)
+    assert 'truncated' in str(error.value)
+
+
+def test_full_decode_is_remembered(data, tmp_path, monkeypatch):
+    """A second full check decodes nothing that did not change."""
+    from PIL import ImageFile
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    root, cfg = data
+    check_data_config(cfg, splits=('train', ), images='full')
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, 'load',
+                        lambda self: decoded.append(self) or real_load(self))
+    check_data_config(cfg, splits=('train', ), images='full')
+    assert decoded == []
+    image = root / 'train' / json.loads(
+        train_ann(root).read_text())['images'][0]['file_name']
+    image.write_bytes(image.read_bytes())  # new mtime: decoded again
+    os.utime(image, ns=(1, 1))
+    check_data_config(cfg, splits=('train', ), images='full')
+    assert len(decoded) == 1

@@ -226,3 +226,56 @@ def test_backbone_init_from_checkpoint(config, whole):
     trained = torch.load(checkpoint)['state_dict']
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, trained[f'backbone.{key}']), key
+
+
+def test_resume_skips_a_truncated_newest_checkpoint(config, whole, tmp_path):
+    """The newest checkpoint cut short (disk full, an interrupted copy):
+    ``--resume`` names it in one warning and resumes from the previous one,
+    still exactly."""
+    work = tmp_path / 'work'
+    work.mkdir()
+    for epoch in (1, 2):
+        (work / f'epoch_{epoch}.pth').write_bytes(
+            (whole / f'epoch_{epoch}.pth').read_bytes())
+    data = (whole / 'epoch_3.pth').read_bytes()
+    (work / 'epoch_3.pth').write_bytes(data[:len(data) // 3])
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_3.pth'))
+    log = train(config, work, '--resume')
+    warnings = [line for line in log.splitlines() if 'skipping damaged' in line]
+    assert len(warnings) == 1, log[-3000:]
+    assert f"--resume: skipping damaged checkpoint '{work / 'epoch_3.pth'}'" \
+        in warnings[0]
+    assert 'not a whole zip archive' in warnings[0]
+    assert 'resumed epoch: 2, iter: 4' in log
+    final_whole = torch.load(whole / 'epoch_3.pth')['state_dict']
+    final = torch.load(work / 'epoch_3.pth')['state_dict']
+    for key, value in final_whole.items():
+        assert torch.equal(final[key], value), key
+
+
+def test_test_refuses_a_checkpoint_that_leaves_parameters_unset(
+        config, whole, tmp_path):
+    """A checkpoint without the head's weights (another model's, an
+    incomplete export): tools/test.py lists what stays unset and stops,
+    unless --allow-partial."""
+    checkpoint = torch.load(whole / 'epoch_3.pth')
+    checkpoint['state_dict'] = {
+        key: value for key, value in checkpoint['state_dict'].items()
+        if not key.startswith('bbox_head.retina_cls')}
+    partial = tmp_path / 'partial.pth'
+    torch.save(checkpoint, partial)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    refused = subprocess.run(
+        [sys.executable, 'tools/test.py', config, str(partial), '--work-dir',
+         str(tmp_path / 'refused')], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert 'Traceback' not in refused.stderr
+    assert (f"test.py: error: Checkpoint '{partial}' does not fit the model "
+            'RetinaNet (every parameter of the model must come from the '
+            'checkpoint') in refused.stderr
+    assert re.search(r'missing keys \(2\): bbox_head\.retina_cls\.weight, '
+                     r'bbox_head\.retina_cls\.bias', refused.stderr)
+    log = run_tool('tools/test.py', config, str(partial), '--work-dir',
+                   str(tmp_path / 'allowed'), '--allow-partial')
+    assert 'coco/bbox_mAP' in log

@@ -39,30 +39,33 @@ def find_resumable_checkpoint(
     """The newest whole checkpoint of ``work_dir`` and the (path, reason)
     of each newer one skipped.
 
-    Candidates, newest first: the file ``last_checkpoint`` names, then the
-    ``epoch_N.pth`` / ``iter_N.pth`` files of its folder (and of
-    ``work_dir``) by decreasing N.
+    Candidates, newest first: the ``epoch_N.pth`` / ``iter_N.pth`` files
+    of ``work_dir`` and of the folder ``last_checkpoint`` points into, by
+    decreasing N, after the file ``last_checkpoint`` names if its name has
+    another form. (A crash between writing a checkpoint and updating
+    ``last_checkpoint`` leaves the pointer one step behind.)
     """
-    candidates = []
     pointer = osp.join(work_dir, 'last_checkpoint')
-    folders = [work_dir]
+    named, folders = None, [work_dir]
     if osp.isfile(pointer):
         with open(pointer) as f:
-            named = f.read().strip()
+            named = f.read().strip() or None
         if named:
-            candidates.append(named)
             folders.insert(0, osp.dirname(named))
-    numbered = []
-    for folder in dict.fromkeys(folders):
+    numbered = {}
+    for folder in folders:
         if osp.isdir(folder):
             for name in os.listdir(folder):
                 match = _STEP_NAME.fullmatch(name)
+                path = osp.join(folder, name)
                 if match:
-                    numbered.append((int(match.group(2)),
-                                     osp.join(folder, name)))
-    candidates += [path for _, path in sorted(numbered, reverse=True)]
+                    numbered.setdefault(osp.abspath(path),
+                                        (int(match.group(2)), path))
+    candidates = [path for _, path in sorted(numbered.values(), reverse=True)]
+    if named and osp.abspath(named) not in numbered:
+        candidates.insert(0, named)
     skipped = []
-    for path in dict.fromkeys(candidates):
+    for path in candidates:
         reason = damage(path)
         if reason is None:
             return path, skipped
