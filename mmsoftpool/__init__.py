@@ -10,6 +10,7 @@ from mmengine.config.utils import MODULE2PACKAGE
 from . import checkpoint  # noqa: F401  safe-loading allow-list for torch.load
 from . import engine  # noqa: F401  RNGStateHook, CheckpointMatchHook
 from . import models  # noqa: F401  SoftPool backbones for MMDetection
+from .ops import flops  # noqa: F401  FLOPs of the op in MMEngine's analysis
 from .models import classification  # noqa: F401  empty without MMPretrain
 from .ops import (SoftPool1d, SoftPool2d, SoftPool3d, soft_pool1d,
                   soft_pool2d, soft_pool3d)

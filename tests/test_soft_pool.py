@@ -521,3 +521,12 @@ def test_backward_op_honours_log_norm_strides(device, memory_format, dtype, kern
         for grad_name, g in relaid(grad):
             got = torch.ops.mmsoftpool.soft_pool_backward(g, x, ln, *args)
             assert torch.equal(got, dense), (name, grad_name)
+
+
+def test_flops_in_mmengine_complexity_analysis():
+    """What mmdet's get_flops.py reads: 4 FLOPs a window cell, 1 an output."""
+    from mmengine.analysis import get_model_complexity_info
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    model = torch.nn.Sequential(conv, SoftPool2d(3, 2, 1))
+    flops = get_model_complexity_info(model, inputs=(torch.randn(1, 3, 32, 32), ))['flops']
+    assert flops == 8 * 3 * 9 * 32 * 32 + 8 * 16 * 16 * (4 * 9 + 1)

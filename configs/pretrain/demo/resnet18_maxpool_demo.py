@@ -19,7 +19,11 @@ data_preprocessor = dict(
     std=[58.395, 57.12, 57.375],
     to_rgb=True)
 
-dataset = dict(type='DemoShapesDataset', root='data/demo_cls')
+# `_scope_`: a config inheriting this one as `mmsoftpool::pretrain/demo/...`
+# would otherwise build these in the `mmsoftpool` scope, which serves the
+# detection configs (mmsoftpool/registry.py).
+dataset = dict(
+    type='DemoShapesDataset', root='data/demo_cls', _scope_='mmpretrain')
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
@@ -40,7 +44,7 @@ val_dataloader = dict(
     num_workers=0,
     dataset=dict(**dataset, split='val', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False))
-val_evaluator = dict(type='Accuracy', topk=(1, ))
+val_evaluator = dict(type='Accuracy', topk=(1, ), _scope_='mmpretrain')
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
