@@ -8,9 +8,11 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 from torch.utils.cpp_extension import (BuildExtension, CppExtension,
                                        CUDAExtension)
 
@@ -57,34 +59,61 @@ def make_extension():
         extra_link_args=link_flags)
 
 
-def ship_configs():
-    """Put configs/ and model-index.yml in the package under mmsoftpool/.mim/
-    (as mmdet does), so that ``_base_ = 'mmsoftpool::retinanet/...'``
-    resolves from any project: MMEngine reads ``.mim/model-index.yml``, then
-    ``.mim/configs/<path>``.
+# configs/ and model-index.yml go in the package under mmsoftpool/.mim/ (as
+# mmdet ships its configs), so that `_base_ = 'mmsoftpool::retinanet/...'`
+# resolves from any project: MMEngine reads .mim/model-index.yml, then
+# .mim/configs/<path>.
+SHIPPED = ('configs', 'model-index.yml')
 
-    Symlinks for editable installs, copies when building a wheel or sdist.
-    """
+
+def link_configs_for_editable_installs():
+    """mmsoftpool/.mim/{configs,model-index.yml} as symlinks into the
+    checkout, so an editable install sees configs as they are edited. A wheel
+    gets copies from build_py below; the checkout is not changed."""
     mim = ROOT / 'mmsoftpool' / '.mim'
+    if not (ROOT / 'configs').is_dir():  # an sdist being built: nothing to do
+        return
     mim.mkdir(exist_ok=True)
-    copy = any(cmd in sys.argv for cmd in ('bdist_wheel', 'sdist'))
-    for name in ('configs', 'model-index.yml'):
-        source, target = ROOT / name, mim / name
-        if target.is_symlink() or target.is_file():
-            target.unlink()
-        elif target.exists():
-            shutil.rmtree(target)
-        if not copy:
+    for name in SHIPPED:
+        target = mim / name
+        if not target.is_symlink():
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
             target.symlink_to(Path('..', '..', name))
-        elif source.is_dir():
-            shutil.copytree(source, target)
-        else:
-            shutil.copyfile(source, target)
-    return ['.mim/model-index.yml'] + [
-        str(Path('.mim', 'configs', path.relative_to(ROOT / 'configs')))
-        for path in (ROOT / 'configs').rglob('*')
-        if path.suffix in ('.py', '.yml')
-    ]
+
+
+class BuildPyWithConfigs(build_py):
+    """Copies configs/ and model-index.yml into the built package."""
+
+    def run(self):
+        super().run()
+        mim = Path(self.build_lib) / 'mmsoftpool' / '.mim'
+        for name in SHIPPED:
+            source, target = ROOT / name, mim / name
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            elif target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target,
+                                ignore=shutil.ignore_patterns('__pycache__'))
+            else:
+                shutil.copyfile(source, target)
+
+
+def building_a_distribution():
+    return any(cmd in sys.argv for cmd in ('bdist_wheel', 'sdist'))
+
+
+if not building_a_distribution():
+    link_configs_for_editable_installs()
+# A wheel is built in a temporary folder, so `pip wheel .` leaves no build/
+# in the checkout.
+BUILD_OPTIONS = dict(build=dict(build_base=tempfile.mkdtemp(
+    prefix='mmsoftpool-build-'))) if building_a_distribution() else {}
 
 
 setup(
@@ -97,13 +126,13 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.9',
     packages=find_packages(include=['mmsoftpool', 'mmsoftpool.*']),
-    package_data={'mmsoftpool': ship_configs()},
     install_requires=['torch>=2.4', 'mmengine>=0.10', 'mmcv>=2.0,<2.2', 'mmdet>=3.0'],
     extras_require={
         'cls': ['mmpretrain>=1.0'],
         'tests': ['pytest', 'scikit-image', 'statsmodels'],
     },
     ext_modules=[make_extension()],
-    cmdclass={'build_ext': BuildExtension},
+    cmdclass={'build_ext': BuildExtension, 'build_py': BuildPyWithConfigs},
+    options=BUILD_OPTIONS,
     zip_safe=False,
 )
