@@ -530,3 +530,26 @@ def test_flops_in_mmengine_complexity_analysis():
     model = torch.nn.Sequential(conv, SoftPool2d(3, 2, 1))
     flops = get_model_complexity_info(model, inputs=(torch.randn(1, 3, 32, 32), ))['flops']
     assert flops == 8 * 3 * 9 * 32 * 32 + 8 * 16 * 16 * (4 * 9 + 1)
+
+
+def test_library_built_for_another_torch_says_rebuild(tmp_path):
+    """A _C whose symbols the installed torch lacks (what an upgrade of torch
+    does): the error says to rebuild and how, not only `undefined symbol`."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+    import mmsoftpool
+    package = tmp_path / 'mmsoftpool'
+    shutil.copytree(Path(mmsoftpool.__file__).parent, package,
+                    ignore=shutil.ignore_patterns('_C*.so', '.mim', '__pycache__'))
+    source = tmp_path / 'fake.c'
+    source.write_text('void symbol_of_another_torch(void);\n'
+                      'void *PyInit__C(void) { symbol_of_another_torch(); return 0; }\n')
+    library = package / ('_C' + sysconfig.get_config_var('EXT_SUFFIX'))
+    subprocess.run(['gcc', '-shared', '-fPIC', str(source), '-o', str(library)], check=True)
+    result = subprocess.run([sys.executable, '-c', 'import mmsoftpool.ops'], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'undefined symbol: symbol_of_another_torch' in result.stderr
+    assert f'built against another torch than the installed {torch.__version__}' in result.stderr
+    assert 'pip install --no-build-isolation -e .' in result.stderr

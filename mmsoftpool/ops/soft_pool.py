@@ -17,6 +17,17 @@ from torch._prims_common import suggest_memory_format
 try:
     from mmsoftpool import _C  # noqa: F401  (loading it registers the ops)
 except ImportError as error:
+    if 'undefined symbol' in str(error):
+        # the usual cause: torch was upgraded (or another one is first on
+        # the path) after the library was compiled
+        raise ImportError(
+            'mmsoftpool: the compiled operator library mmsoftpool._C was '
+            f'built against another torch than the installed {torch.__version__} '
+            f'({error}). Rebuild it against this torch: in a checkout '
+            '`pip install --no-build-isolation -e .` (or `make build`); from '
+            'the package index `pip install --no-build-isolation '
+            '--force-reinstall --no-deps --no-binary mmsoftpool '
+            'mmsoftpool`.') from error
     raise ImportError(
         'mmsoftpool: the compiled operator library mmsoftpool._C could not be '
         f'loaded ({error}). Build it from the repository root with '
