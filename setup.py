@@ -59,15 +59,16 @@ def make_extension():
         extra_link_args=link_flags)
 
 
-# configs/ and model-index.yml go in the package under mmsoftpool/.mim/ (as
-# mmdet ships its configs), so that `_base_ = 'mmsoftpool::retinanet/...'`
-# resolves from any project: MMEngine reads .mim/model-index.yml, then
-# .mim/configs/<path>.
-SHIPPED = ('configs', 'model-index.yml')
+# configs/, model-index.yml and tools/ go in the package under
+# mmsoftpool/.mim/ (as mmdet ships them), so that `_base_ =
+# 'mmsoftpool::retinanet/...'` resolves from any project (MMEngine reads
+# .mim/model-index.yml, then .mim/configs/<path>) and `mim train mmsoftpool`
+# finds .mim/tools/train.py.
+SHIPPED = ('configs', 'model-index.yml', 'tools')
 
 
 def link_configs_for_editable_installs():
-    """mmsoftpool/.mim/{configs,model-index.yml} as symlinks into the
+    """mmsoftpool/.mim/{configs,model-index.yml,tools} as symlinks into the
     checkout, so an editable install sees configs as they are edited. A wheel
     gets copies from build_py below; the checkout is not changed."""
     mim = ROOT / 'mmsoftpool' / '.mim'
@@ -85,7 +86,7 @@ def link_configs_for_editable_installs():
 
 
 class BuildPyWithConfigs(build_py):
-    """Copies configs/ and model-index.yml into the built package."""
+    """Copies configs/, model-index.yml and tools/ into the built package."""
 
     def run(self):
         super().run()
@@ -132,6 +133,12 @@ setup(
         'tests': ['pytest', 'scikit-image', 'statsmodels'],
     },
     ext_modules=[make_extension()],
+    entry_points={
+        'console_scripts': [
+            'mmsoftpool-train=mmsoftpool.tools.train:cli',
+            'mmsoftpool-test=mmsoftpool.tools.test:cli',
+        ]
+    },
     cmdclass={'build_ext': BuildExtension, 'build_py': BuildPyWithConfigs},
     options=BUILD_OPTIONS,
     zip_safe=False,

@@ -279,3 +279,18 @@ def test_test_refuses_a_checkpoint_that_leaves_parameters_unset(
     log = run_tool('tools/test.py', config, str(partial), '--work-dir',
                    str(tmp_path / 'allowed'), '--allow-partial')
     assert 'coco/bbox_mAP' in log
+
+
+def test_inference_paints_a_folder(config, whole, tmp_path):
+    """tools/inference.py (mmdet's DetInferencer) on the val images with the
+    trained checkpoint: a painted image and a prediction file for each."""
+    images = osp.join(Config.fromfile(config).data_root, 'val')
+    out = tmp_path / 'out'
+    log = run_tool('tools/inference.py', images, config,
+                   str(whole / 'epoch_3.pth'), '--out-dir', str(out),
+                   '--score-thr', '0.0')
+    names = sorted(os.listdir(images))
+    assert f'{len(names)} images, {len(names)} with a box above 0.0' in log
+    assert sorted(os.listdir(out / 'vis')) == names
+    assert sorted(os.listdir(out / 'preds')) == [
+        osp.splitext(name)[0] + '.json' for name in names]

@@ -1,0 +1,135 @@
+"""Test (and evaluate) a detector or classifier checkpoint.
+
+Thin over MMEngine's Runner, with the flags of MMDetection's tools/test.py.
+The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
+"""
+import argparse
+import os.path as osp
+
+from mmengine.registry import METRICS, RUNNERS
+from mmengine.runner import Runner
+
+import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
+from mmsoftpool.engine import CheckpointMatchHook, CheckpointMismatchError
+from mmsoftpool.launch import (UserError, add_check_images_arg, check_data,
+                                load_config, parse_with_launch_args, run_tool,
+                                setup_distributed)
+
+# What differs between the libraries: the metric that dumps predictions
+# (--out) and the switches of the visualization hook (--show, --show-dir).
+DUMP_METRIC = {'mmdet': 'DumpDetResults', 'mmpretrain': 'DumpResults'}
+VISUALIZATION_KEYS = {
+    'mmdet': dict(on='draw', out_dir='test_out_dir'),
+    'mmpretrain': dict(on='enable', out_dir='out_dir'),
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help='the directory to save the file containing evaluation metrics')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved. '
+        'If specified, it will be automatically saved '
+        'to the work_dir/timestamp/show_dir')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--allow-partial',
+        action='store_true',
+        help='evaluate a checkpoint that leaves some of the model\'s '
+        'parameters unset (by default that is refused, listing them)')
+    add_check_images_arg(parser)
+    return parse_with_launch_args(parser)
+
+
+def library_of(cfg, option):
+    """The library (default_scope) of ``cfg``, one that ``option`` knows."""
+    scope = cfg.get('default_scope')
+    if scope not in DUMP_METRIC:
+        raise UserError(
+            f'{option}: supported for configs with default_scope '
+            f'{" or ".join(DUMP_METRIC)}, got default_scope={scope!r}')
+    return scope
+
+
+def enable_visualization(cfg, args):
+    keys = VISUALIZATION_KEYS[library_of(cfg, '--show/--show-dir')]
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise UserError(
+            '--show/--show-dir: the config has no default_hooks.'
+            'visualization (the library\'s VisualizationHook) to draw with')
+    hook[keys['on']] = True
+    if args.show:
+        hook.show = True
+        hook.wait_time = args.wait_time
+    if args.show_dir:
+        hook[keys['out_dir']] = args.show_dir
+
+
+def require_all_parameters(cfg, required: bool) -> None:
+    """The config's CheckpointMatchHook (added if absent) refuses a
+    checkpoint that leaves model parameters unset, unless not required."""
+    hooks = cfg.setdefault('custom_hooks', [])
+    match = [hook for hook in hooks if hook.get('type') in
+             ('CheckpointMatchHook', CheckpointMatchHook)]
+    if not match:
+        match = [dict(type='CheckpointMatchHook')]
+        hooks.append(match[0])
+    for hook in match:
+        hook['require_all'] = required
+
+
+def main():
+    args = parse_args()
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise UserError(
+            f'--out must name a .pkl or .pickle file, got --out {args.out}')
+    # Local files are checked before the model is built; URLs
+    # (https://, torchvision://, ...) are left to MMEngine's loaders.
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        raise UserError(f'checkpoint: no such file {args.checkpoint!r}')
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    cfg.load_from = args.checkpoint
+    require_all_parameters(cfg, not args.allow_partial)
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    dump_metric = (
+        DUMP_METRIC[library_of(cfg, '--out')] if args.out else None)
+
+    # Missing or broken data fails here, naming the file, not mid-epoch.
+    check_data(cfg, ('test', ), args.check_images)
+    setup_distributed(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    if dump_metric is not None:
+        # Built after the Runner so that the config's scope is the default.
+        runner.test_evaluator.metrics.append(
+            METRICS.build(dict(type=dump_metric, out_file_path=args.out)))
+    try:
+        runner.test()
+    except CheckpointMismatchError as err:
+        raise UserError(str(err)) from None
+
+
+def cli():
+    run_tool(main)
+
+
+if __name__ == '__main__':
+    cli()

@@ -1,0 +1,93 @@
+"""Train a detector or classifier from an MMEngine config.
+
+Thin over MMEngine's Runner, with the flags of MMDetection's tools/train.py.
+The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
+"""
+import argparse
+import logging
+
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
+from mmsoftpool.engine import find_resumable_checkpoint
+from mmsoftpool.launch import (UserError, add_check_images_arg, check_data,
+                                load_config, parse_with_launch_args, run_tool,
+                                setup_distributed)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='enable automatically scaling LR.')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If specify checkpoint path, resume from it, while if not '
+        'specify, try to auto resume from the latest checkpoint '
+        'in the work directory (skipping damaged ones).')
+    add_check_images_arg(parser)
+    return parse_with_launch_args(parser)
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise UserError(
+                f'--auto-scale-lr: {args.config} has no '
+                '"auto_scale_lr.base_batch_size" (the batch size its '
+                'learning rate was set for)')
+        cfg.auto_scale_lr.enable = True
+
+    # --resume PATH resumes from PATH; --resume alone from the newest whole
+    # checkpoint in the work directory (MMEngine would take the one
+    # last_checkpoint names, even if it was cut short).
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from, skipped = find_resumable_checkpoint(cfg.work_dir)
+        for path, reason in skipped:
+            print_log(f'--resume: skipping damaged checkpoint {path!r}: '
+                      f'{reason}', logger='current', level=logging.WARNING)
+        if cfg.load_from is None and skipped:
+            raise UserError(f'--resume: no readable checkpoint in '
+                            f'{cfg.work_dir!r} ({len(skipped)} damaged)')
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    # Missing or broken data fails here, naming the file, not mid-epoch.
+    check_data(cfg, ('train', 'val'), args.check_images)
+    setup_distributed(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.train()
+
+
+def cli():
+    run_tool(main)
+
+
+if __name__ == '__main__':
+    cli()
