@@ -12,6 +12,7 @@ from . import engine  # noqa: F401  RNGStateHook, CheckpointMatchHook
 from . import models  # noqa: F401  SoftPool backbones for MMDetection
 from .ops import flops  # noqa: F401  FLOPs of the op in MMEngine's analysis
 from .models import classification  # noqa: F401  empty without MMPretrain
+from .datasets import demo  # noqa: F401  DemoShapesCocoDataset (first-use demo data)
 from .ops import (SoftPool1d, SoftPool2d, SoftPool3d, soft_pool1d,
                   soft_pool2d, soft_pool3d)
 from .version import __version__

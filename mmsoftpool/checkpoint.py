@@ -499,6 +499,25 @@ def load_from_ceph(filename, map_location=None, backend='petrel'):
         return load(buffer, filename, map_location)
 
 
+def load_from_work_dir(filename, map_location=None):
+    """Scheme ``work_dir://FOLDER``: the newest whole checkpoint a training
+    run wrote to FOLDER (what ``last_checkpoint`` names, or the one before a
+    damaged one), so one run can start from another's result without
+    naming its last epoch."""
+    from mmsoftpool.engine.resume import find_resumable_checkpoint
+    folder = filename[len('work_dir://'):]
+    path, skipped = find_resumable_checkpoint(folder)
+    for damaged, reason in skipped:
+        print_log(f'{filename}: skipping damaged checkpoint {damaged!r}: '
+                  f'{reason}', logger='current', level=logging.WARNING)
+    if path is None:
+        raise FileNotFoundError(
+            f'{filename}: no checkpoint in {folder!r}; run the training that '
+            'writes it first')
+    print_log(f'{filename} is {path}', logger='current')
+    return load_from_local(path, map_location=map_location)
+
+
 SCHEMES = OrderedDict([
     ('', load_from_local),
     (('http://', 'https://'), load_from_http),
@@ -507,6 +526,7 @@ SCHEMES = OrderedDict([
     ('mmcls://', load_from_mmcls),
     ('pavi://', load_from_pavi),
     ((r'(\S+\:)?s3://', r'(\S+\:)?petrel://'), load_from_ceph),
+    ('work_dir://', load_from_work_dir),
 ])
 
 torch.serialization.add_safe_globals(SAFE_GLOBALS)

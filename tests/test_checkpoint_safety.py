@@ -39,7 +39,8 @@ MMENGINE_SCHEMES = {
 
 
 def test_every_scheme_has_a_safe_loader():
-    assert set(CheckpointLoader._schemes) == MMENGINE_SCHEMES
+    # work_dir:// is the project's own (the newest checkpoint of a run)
+    assert set(CheckpointLoader._schemes) == MMENGINE_SCHEMES | {'work_dir://'}
     for prefix, loader in CheckpointLoader._schemes.items():
         assert loader.__module__ == 'mmsoftpool.checkpoint', prefix
 
@@ -73,6 +74,8 @@ def scheme_cases(home):
         'petrel': ('cluster:petrel://bucket/evil.pth',
                    osp.join(home, 'ceph.pth')),
         'local': (osp.join(home, 'local.pth'), osp.join(home, 'local.pth')),
+        'work_dir': (f'work_dir://{osp.join(home, "run")}',
+                     osp.join(home, 'run', 'epoch_1.pth')),
     }
 
 

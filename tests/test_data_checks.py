@@ -37,6 +37,8 @@ def data(demo_root, demo_cfg, tmp_path):
     val_ann = str(root / 'annotations/instances_val.json')
     for split in ('train', 'val', 'test'):
         cfg[f'{split}_dataloader'].dataset.data_root = str(root) + '/'
+        # mmdet's own class: the demo's subclass would generate a missing root
+        cfg[f'{split}_dataloader'].dataset.type = 'CocoDataset'
     cfg.val_evaluator.ann_file = val_ann
     cfg.test_evaluator.ann_file = val_ann
     return root, cfg
@@ -372,3 +374,18 @@ def test_full_decode_is_remembered(data, tmp_path, monkeypatch):
     os.utime(image, ns=(1, 1))
     check_data_config(cfg, splits=('train', ), images='full')
     assert len(decoded) == 1
+
+
+def test_demo_dataset_is_generated_on_first_use(demo_cfg, tmp_path):
+    """DemoShapesCocoDataset makes its data when data_root is missing, and
+    the pre-flight check runs it first, so the check passes and the data is
+    there for the Runner."""
+    cfg = copy.deepcopy(demo_cfg)
+    root = tmp_path / 'fresh'
+    for split in ('train', 'val', 'test'):
+        assert cfg[f'{split}_dataloader'].dataset.type == 'DemoShapesCocoDataset'
+        cfg[f'{split}_dataloader'].dataset.data_root = str(root) + '/'
+    cfg.val_evaluator.ann_file = str(root / 'annotations/instances_val.json')
+    cfg.test_evaluator.ann_file = cfg.val_evaluator.ann_file
+    assert check_data_config(cfg) == []
+    assert (root / 'annotations' / 'instances_train.json').is_file()

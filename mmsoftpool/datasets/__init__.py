@@ -1,4 +1,9 @@
-"""Datasets of the project; plain functions, nothing is registered here."""
-from .demo import DEMO_CLASSES, ensure_demo_dataset, generate_demo_dataset
+"""Datasets of the project: the demo generators; ``DemoShapesCocoDataset``
+(mmdet's DATASETS) generates the detection demo on first use."""
+from .demo import (DEMO_CLASSES, DemoShapesCocoDataset, ensure_demo_dataset,
+                   generate_demo_dataset)
 
-__all__ = ['DEMO_CLASSES', 'ensure_demo_dataset', 'generate_demo_dataset']
+__all__ = [
+    'DEMO_CLASSES', 'DemoShapesCocoDataset', 'ensure_demo_dataset',
+    'generate_demo_dataset'
+]

@@ -332,6 +332,12 @@ def _is_subclass(type_, registry, scope, module: str, name: str) -> bool:
 def check_dataset(dataset: dict, where: str, scope: str,
                   need_annotations: bool, images: str = 'header') -> List[str]:
     """Check one dataset config (no wrapper); returns the warnings."""
+    try:
+        cls = _resolve(dataset['type'], DATASETS, scope)
+    except KeyError:
+        cls = None  # the Runner will say so; the checks need not
+    if hasattr(cls, 'generate_if_missing'):  # a dataset made on first use
+        cls.generate_if_missing(dataset)
     data_root = dataset.get('data_root') or ''
     if _is_remote(data_root):
         return []

@@ -23,6 +23,8 @@ from typing import Dict
 
 import cv2
 import numpy as np
+from mmdet.datasets import CocoDataset
+from mmdet.registry import DATASETS
 from pycocotools import mask as mask_utils
 
 DEMO_CLASSES = ('circle', 'square', 'triangle')
@@ -221,3 +223,24 @@ def ensure_demo_dataset(root: str,
                 f'asked for. Remove {root} to regenerate it, or choose '
                 f'another root.')
     return ann_files
+
+
+@DATASETS.register_module()
+class DemoShapesCocoDataset(CocoDataset):
+    """mmdet's ``CocoDataset`` over the generated shapes, which are made
+    under ``data_root`` (with the generator's defaults) when it does not
+    exist, so a config that names it trains with nothing prepared, as the
+    classification demo does. An existing ``data_root`` is used as it is
+    (``tools/demo.py`` checks it matches the arguments it was asked for)."""
+
+    def __init__(self, *args, **kwargs):
+        self.generate_if_missing(kwargs)
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def generate_if_missing(dataset_cfg: dict) -> None:
+        """Also called by the data pre-flight check, before it looks."""
+        root = dataset_cfg.get('data_root')
+        if root and not osp.exists(root):
+            print(f'[demo] generating the demo dataset under {root}')
+            generate_demo_dataset(root)

@@ -1,7 +1,8 @@
 # The generated demo dataset (mmsoftpool/datasets/demo.py), read by mmdet's
-# own CocoDataset and scored by its CocoMetric. `tools/demo.py` creates it on
-# first use; images are 128x128 and are kept at that size.
-dataset_type = 'CocoDataset'
+# own CocoDataset (DemoShapesCocoDataset adds only that the data is generated
+# under data_root on first use) and scored by its CocoMetric; images are
+# 128x128 and are kept at that size.
+dataset_type = 'DemoShapesCocoDataset'
 data_root = 'data/demo/'
 metainfo = dict(
     classes=('circle', 'square', 'triangle'),
