@@ -72,6 +72,12 @@ _HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
 _PLAIN_DTYPE = re.compile(r'[biufc][0-9]{1,2}')
 
 
+def is_plain_dtype(dtype: np.dtype) -> bool:
+    """Whether safe loading admits arrays and scalars of ``dtype``."""
+    return (dtype.fields is None and dtype.subdtype is None
+            and _PLAIN_DTYPE.fullmatch(dtype.str[1:]) is not None)
+
+
 class _PickledDtype:
     """Stand-in for ``numpy.dtype`` while unpickling.
 
@@ -88,8 +94,7 @@ class _PickledDtype:
             raise _refuse(f'numpy dtype {spec!r}: only plain numeric and bool '
                           'dtypes may be loaded')
         dtype = np.dtype(spec)
-        if (dtype.kind != spec[0] or dtype.itemsize != int(spec[1:])
-                or dtype.fields is not None or dtype.subdtype is not None):
+        if dtype.str[1:] != spec or not is_plain_dtype(dtype):
             raise _refuse(f'numpy dtype {spec!r}: not a plain dtype')
         self.dtype = dtype
 

@@ -16,31 +16,26 @@ what safe loading reads and converts the rest, listing every conversion:
 - a numpy array or scalar of another dtype becomes a list / Python value;
 - any other object becomes its ``repr`` string.
 
-OUT is written next to its final name and renamed into place, then read back
-with safe loading before the tool reports success.
+The converted data is read back with safe loading before OUT is written
+(atomically: a temporary file beside it, fsync, rename).
 """
 import argparse
-import os
+import io
 import os.path as osp
 import sys
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
+from mmsoftpool.checkpoint import is_plain_dtype
 from mmsoftpool.checkpoint import load as safe_load
+from mmsoftpool.engine import write_atomically
 
 # Kept as they are (exact types; tensors and parameters of any kind).
 PLAIN_VALUES = (type(None), bool, int, float, complex, str, bytes,
                 torch.dtype, torch.device, torch.Size, HistoryBuffer)
-
-
-def plain_numpy(value):
-    dtype = value.dtype
-    return dtype.kind in 'biufc' and dtype.fields is None and \
-        dtype.subdtype is None
 
 
 def convert(value, path, report):
@@ -49,7 +44,7 @@ def convert(value, path, report):
     if type(value) in PLAIN_VALUES or isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (np.ndarray, np.generic)):
-        if plain_numpy(value):
+        if is_plain_dtype(value.dtype):
             return np.asarray(value) if isinstance(value, np.ndarray) \
                 else value
         report.append((path, f'numpy {type(value).__name__} of dtype '
@@ -78,22 +73,13 @@ def convert(value, path, report):
 
 
 def save_and_check(checkpoint, out):
-    """Writes ``out`` through a temporary file in its folder and reads it
-    back with safe loading."""
-    folder = osp.dirname(osp.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f'.{osp.basename(out)}.', suffix='.tmp')
-    try:
-        with os.fdopen(handle, 'wb') as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        safe_load(temporary, name=out)
-        os.replace(temporary, out)
-    finally:
-        if osp.exists(temporary):
-            os.remove(temporary)
+    """Reads the serialised ``checkpoint`` back with safe loading, then
+    writes ``out`` atomically (temporary file, fsync, rename)."""
+    with io.BytesIO() as buffer:
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+    safe_load(io.BytesIO(data), name=out)
+    write_atomically(out, data)
 
 
 def main(argv=None):
