@@ -1,4 +1,5 @@
-// SoftPool operator library: schemas, argument checks and the Python module.
+// SoftPool operator library: the schemas, the geometry and the memory-safety
+// checks of direct torch.ops calls, shared allocation, the Python module.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -7,6 +8,7 @@
 #include <c10/util/safe_numerics.h>
 
 #include <limits>
+#include <vector>
 
 #include "soft_pool.h"
 
@@ -23,6 +25,13 @@ int64_t pooled_size(int64_t size, int64_t kernel, int64_t stride, int64_t paddin
   int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
   if (ceil_mode && (out - 1) * stride >= size + padding) --out;
   return out;
+}
+
+// The output shape (N, C, *spatial) for the original number of spatial dims.
+std::vector<int64_t> output_shape(const at::Tensor& input, const PoolGeometry& g) {
+  std::vector<int64_t> shape = {input.size(0), input.size(1)};
+  for (int64_t d = 5 - input.dim(); d < 3; ++d) shape.push_back(g.output[d]);
+  return shape;
 }
 
 }  // namespace
@@ -80,12 +89,6 @@ PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size
   return g;
 }
 
-std::vector<int64_t> output_shape(const at::Tensor& input, const PoolGeometry& g) {
-  std::vector<int64_t> shape = {input.size(0), input.size(1)};
-  for (int64_t d = 5 - input.dim(); d < 3; ++d) shape.push_back(g.output[d]);
-  return shape;
-}
-
 void check_backward_arguments(const at::Tensor& grad_output, const at::Tensor& input,
                               const at::Tensor& log_norm, const PoolGeometry& g) {
   const auto shape = output_shape(input, g);
@@ -110,6 +113,14 @@ at::Tensor as_5d(const at::Tensor& tensor) {
 
 at::MemoryFormat pooling_memory_format(const at::Tensor& input) {
   return input.suggest_memory_format();
+}
+
+std::tuple<at::Tensor, at::Tensor> empty_forward_outputs(const at::Tensor& input,
+                                                         const PoolGeometry& g) {
+  const auto shape = output_shape(input, g);
+  const auto options = input.options().memory_format(pooling_memory_format(input));
+  return {at::empty(shape, options),
+          at::empty(shape, options.dtype(at::toOpMathType(input.scalar_type())))};
 }
 
 TORCH_LIBRARY(mmsoftpool, m) {

@@ -88,6 +88,17 @@ C10_HOST_DEVICE inline void window_forward(const scalar_t* plane, const Window& 
   log_norm = std::log(sum);
 }
 
+// Index range [first, last] of the windows along one dimension that cover
+// input position i (the backward's gather on CUDA).
+C10_HOST_DEVICE inline void covering_windows(int64_t i, int64_t kernel, int64_t stride,
+                                             int64_t padding, int64_t num_windows,
+                                             int64_t& first, int64_t& last) {
+  const int64_t shifted = i + padding;  // position in the padded input
+  first = shifted < kernel ? 0 : (shifted - kernel) / stride + 1;
+  last = shifted / stride;
+  if (last > num_windows - 1) last = num_windows - 1;
+}
+
 // What the backward needs of a window; shifted_out = y - m.
 template <typename acc_t>
 struct WindowGradStats {

@@ -12,7 +12,7 @@ import skimage.io
 import torch
 from PIL import Image
 
-from mmsoftpool.analysis import load_image, pool, stochastic_pool
+from mmsoftpool.tools.analysis import load_image, pool, stochastic_pool
 
 TOOLS = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools'
 

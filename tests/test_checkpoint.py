@@ -11,7 +11,6 @@ import pickle
 import pickletools
 import shutil
 import subprocess
-import sys
 import zipfile
 from collections import OrderedDict
 
@@ -26,6 +25,7 @@ from mmengine.runner import Runner, load_checkpoint
 from torch.utils.data import Dataset
 
 import mmsoftpool  # noqa: F401  installs the allow-list
+from helpers import run_python
 import mmsoftpool.engine  # noqa: F401  registers the hooks
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -161,11 +161,7 @@ def test_runner_checkpoint_loads_in_a_fresh_process(runner_checkpoint):
     code = ('import torch, mmsoftpool; '
             f'ckpt = torch.load({runner_checkpoint!r}); '
             "print(sorted(ckpt['message_hub']['log_scalars']))")
-    out = subprocess.run([sys.executable, '-c', code],
-                         capture_output=True,
-                         text=True,
-                         cwd=REPO)
-    assert out.returncode == 0, out.stderr
+    out = run_python(code, cwd=REPO)
     assert 'train/loss' in out.stdout
 
 
@@ -264,12 +260,8 @@ def test_payload_is_refused_when_weights_only_is_forced_off(tmp_path):
     torch.save({'meta': Payload(os.system, f'touch {marker}')}, path)
     code = ('import mmsoftpool; from mmengine.runner import CheckpointLoader; '
             f'CheckpointLoader.load_checkpoint({str(path)!r})')
-    out = subprocess.run([sys.executable, '-c', code],
-                         capture_output=True,
-                         text=True,
-                         cwd=REPO,
-                         env=dict(
-                             os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1'))
+    out = run_python(code, cwd=REPO, check=False,
+                     env=dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1'))
     assert out.returncode != 0
     assert 'UnpicklingError: Refused' in out.stderr
     assert not marker.exists()

@@ -26,6 +26,7 @@ from mmengine.runner.checkpoint import (get_external_models, get_mmcls_models,
                                         get_torchvision_models)
 
 import mmsoftpool.checkpoint as safe
+from helpers import run_python
 from test_checkpoint import Payload, ToyDetector, make_runner
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -139,13 +140,7 @@ def prepare_home(home, make_file):
 
 
 def run_isolated(code, env=None):
-    result = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                            capture_output=True, text=True, cwd=REPO,
-                            env=env, timeout=300)
-    assert result.returncode == 0, (
-        f'exit code {result.returncode} (negative: killed by that signal)\n'
-        f'{result.stderr[-3000:]}')
-    return result.stdout
+    return run_python(code, cwd=REPO, env=env).stdout
 
 
 LOAD_EACH = '''

@@ -14,6 +14,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
+from helpers import run_python
 from mmsoftpool import SoftPool2d
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,16 +181,11 @@ def test_softpool_config_differs_from_baseline_only_in_pooling(name):
 # --- from a user's own project (outside the repository) --------------------
 
 
-def run_python(code, cwd):
-    """Run ``code`` in a fresh interpreter, as a user's script would."""
+def run_outside(code, cwd):
+    """Runs ``code`` from ``cwd`` as a user's script would (no PYTHONPATH)."""
     env = dict(os.environ)
     env.pop('PYTHONPATH', None)
-    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                          cwd=cwd,
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=300)
+    return run_python(code, cwd=cwd, env=env, check=False)
 
 
 def test_custom_imports_from_a_config_outside_the_repository(tmp_path):
@@ -200,7 +196,7 @@ def test_custom_imports_from_a_config_outside_the_repository(tmp_path):
                 imports=['mmsoftpool'], allow_failed_imports=False)
             model = dict(backbone=dict(type='SoftPoolResNet', init_cfg=None))
             """))
-    result = run_python(
+    result = run_outside(
         """\
         import sys
         from mmengine.config import Config
@@ -225,7 +221,7 @@ def test_packaged_configs_as_base_from_outside_the_repository(tmp_path):
             _base_ = 'mmsoftpool::mask_rcnn/mask-rcnn_r34_softpool.py'
             model = dict(backbone=dict(init_cfg=None))
             """))
-    result = run_python(
+    result = run_outside(
         """\
         import mmsoftpool
         from mmengine.config import Config

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from mmengine.config import Config
 
-from mmsoftpool.datasets.checks import check_data_config
+from mmsoftpool.tools.data_checks import check_data_config
 from mmsoftpool.datasets.demo import generate_demo_dataset
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

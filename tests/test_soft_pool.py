@@ -2,7 +2,6 @@
 the gradient, on every available device."""
 import random
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,9 +10,9 @@ import torch.nn.functional as F
 
 from mmsoftpool import SoftPool1d, SoftPool2d, SoftPool3d
 from mmsoftpool.ops import soft_pool1d, soft_pool2d, soft_pool3d
-from mmsoftpool.ops.reference import soft_pool_reference
+from helpers import run_python
+from soft_pool_reference import soft_pool_reference
 
-DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 SOFT_POOL = {1: soft_pool1d, 2: soft_pool2d, 3: soft_pool3d}
 MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
@@ -40,14 +39,19 @@ CASES = [(dim, ) + random_case(random.Random(1000 * dim + i), dim)
          for dim in (1, 2, 3) for i in range(25)]
 
 
+def strided_along_w(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """The same values with W stride 2 (every other element of a wider
+    tensor): not contiguous along W nor channels_last, so the generic
+    (non-vectorised) CPU kernel runs."""
+    wide = torch.empty(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype, device=x.device)
+    wide[..., offset::2] = x
+    return wide[..., offset::2]
+
+
 def layouts(x: torch.Tensor):
     """The same values in several memory layouts."""
     yield 'contiguous', x
-    # Non-contiguous: every other element of a wider tensor.
-    wide = torch.empty(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype,
-                       device=x.device)
-    wide[..., ::2] = x
-    yield 'strided', wide[..., ::2]
+    yield 'strided', strided_along_w(x)
     if x.dim() == 4:
         yield 'channels_last', x.contiguous(memory_format=torch.channels_last)
     if x.dim() == 5:
@@ -55,7 +59,6 @@ def layouts(x: torch.Tensor):
             memory_format=torch.channels_last_3d)
 
 
-@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('dim,shape,kernel,stride,padding,ceil_mode', CASES)
 def test_matches_reference_and_max_pool_shape(device, dim, shape, kernel,
                                               stride, padding, ceil_mode):
@@ -72,7 +75,6 @@ def test_matches_reference_and_max_pool_shape(device, dim, shape, kernel,
                 y.double(), expected, rtol=tol, atol=tol, msg=name)
 
 
-@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('dim,shape,kernel,stride,padding,ceil_mode',
                          CASES[::3])
 def test_gradient_matches_reference(device, dim, shape, kernel, stride,
@@ -96,7 +98,6 @@ def test_gradient_matches_reference(device, dim, shape, kernel, stride,
                 dx.double(), expected, rtol=tol, atol=tol, msg=name)
 
 
-@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('dim,kernel,stride,padding,ceil_mode', [
     (1, 3, 2, 1, True),
     (2, (2, 2), None, 0, False),
@@ -125,7 +126,6 @@ def opcheck_samples(device):
     yield torch.randn(2, 3, 8, 8, device=device, dtype=torch.bfloat16), [2, 2], [2, 2], [0, 0], False
 
 
-@pytest.mark.parametrize('device', DEVICES)
 def test_opcheck(device):
     for args in opcheck_samples(device):
         torch.library.opcheck(torch.ops.mmsoftpool.soft_pool_forward.default, args)
@@ -137,7 +137,6 @@ def test_opcheck(device):
              padding, ceil_mode))
 
 
-@pytest.mark.parametrize('device', DEVICES)
 def test_torch_compile_fullgraph(device):
     torch._dynamo.reset()
 
@@ -155,7 +154,6 @@ def test_torch_compile_fullgraph(device):
     torch.testing.assert_close(dx, dx_eager)
 
 
-@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('dtype,tol', [(torch.float16, 2e-3),
                                        (torch.bfloat16, 1.6e-2)])
 @pytest.mark.parametrize('scale', [1.0, 100.0, 5000.0])
@@ -178,7 +176,6 @@ def test_reduced_precision(device, dtype, tol, scale):
         torch.testing.assert_close(dx.double(), ref_dx, rtol=4 * tol, atol=4 * tol)
 
 
-@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('shift', [1e4, 1e6, -3e7])
 def test_shift_equivariance_and_stable_gradient(device, shift):
     """pool(x + c) = pool(x) + c up to rounding proportional to |c|, and the
@@ -201,7 +198,6 @@ def test_shift_equivariance_and_stable_gradient(device, shift):
     torch.testing.assert_close(dx.double(), ref_dx, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('device', DEVICES)
 def test_extreme_finite_values(device):
     big = torch.finfo(torch.float32).max
     x = torch.tensor([[[big, -big, big / 2, 0.0]]], device=device)
@@ -210,7 +206,6 @@ def test_extreme_finite_values(device):
     torch.testing.assert_close(soft_pool1d(x, 2), torch.tensor([[[1e-30, 3.0]]], device=device))
 
 
-@pytest.mark.parametrize('device', DEVICES)
 def test_definition_properties(device):
     x = torch.randn(2, 3, 8, 8, device=device, dtype=torch.float64)
     # A constant window returns the constant.
@@ -225,7 +220,6 @@ def test_definition_properties(device):
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('device', DEVICES)
 def test_special_values(device):
     nan, inf = float('nan'), float('inf')
     x = torch.tensor([[[1.0, nan, inf, 2.0, -inf, 3.0, -inf, -inf, inf, inf]]],
@@ -246,7 +240,6 @@ def test_special_values(device):
     torch.testing.assert_close(soft_pool1d(z, 3, 2, 1), soft_pool_reference(z, (3, ), 2, 1).float())
 
 
-@pytest.mark.parametrize('device', DEVICES)
 def test_backward_is_deterministic(device):
     x = torch.randn(4, 16, 33, 31, device=device, requires_grad=True)
     grad = torch.randn(4, 16, 17, 16, device=device)
@@ -262,7 +255,6 @@ def test_backward_is_deterministic(device):
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
-@pytest.mark.parametrize('device', DEVICES)
 def test_unbatched_empty_and_expanded_grad(device):
     x = torch.randn(3, 9, 8, device=device, requires_grad=True)
     y = soft_pool2d(x, 3, 2, 1, True)
@@ -333,24 +325,15 @@ def test_modules_build_from_registries():
 def test_missing_library_says_how_to_build():
     code = ("import sys; sys.modules['mmsoftpool._C'] = None\n"
             "import mmsoftpool.ops")
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    result = run_python(code, check=False)
     assert result.returncode != 0
     assert 'pip install --no-build-isolation -e .' in result.stderr
-
-
-def generic_layout(x):
-    """The same values with W stride 2: not contiguous along W nor
-    channels_last, so the generic (non-vectorised) CPU kernel runs."""
-    wide = torch.empty(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype, device=x.device)
-    wide[..., ::2] = x
-    return wide[..., ::2]
 
 
 VECTOR_CASES = [((2, 2), None, 0, False), ((3, 3), 2, 1, False), ((3, 3), 1, 1, True),
                 ((2, 2), 1, 0, False), ((5, 4), (3, 2), (2, 1), True), ((1, 3), (1, 3), 0, False)]
 
 
-@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('kernel,stride,padding,ceil_mode', VECTOR_CASES)
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
@@ -371,7 +354,6 @@ def test_vectorised_kernels_on_wide_inputs(device, kernel, stride, padding, ceil
     torch.testing.assert_close(dx.double(), ref_dx, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 def test_special_values_agree_across_kernels(device, memory_format):
     """NaN, +inf and -inf scattered in a wide input: the vectorised and the
@@ -384,7 +366,7 @@ def test_special_values_agree_across_kernels(device, memory_format):
     x = x.to(device)
     grad = torch.randn(2, 11, 9, 18, generator=gen).to(device)
     results = []
-    for xl in (x.contiguous(memory_format=memory_format), generic_layout(x)):
+    for xl in (x.contiguous(memory_format=memory_format), strided_along_w(x)):
         xl = xl.detach().requires_grad_()
         y = soft_pool2d(xl, 3, 2, 1, True)
         (dx, ) = torch.autograd.grad(y, xl, grad)
@@ -409,16 +391,6 @@ def test_integers_are_accepted_as_max_pool_accepts_them(stride):
 def test_non_integers_are_refused_naming_the_argument(stride):
     with pytest.raises(ValueError, match=r'stride must be an int or a tuple of 2 ints, got stride='):
         soft_pool2d(torch.randn(1, 1, 4, 4), 2, stride)
-
-
-def run_isolated(code):
-    """Runs code in a fresh interpreter: a crash there fails the test with
-    its signal instead of killing pytest."""
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, (
-        f'exit code {result.returncode} (negative: killed by that signal)\n{result.stderr}')
-    return result.stdout
 
 
 HUGE_KERNELS = [
@@ -453,7 +425,7 @@ for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
     except RuntimeError as err:
         print('raw:', str(err).splitlines()[0])
 """
-    lines = run_isolated(code).splitlines()
+    lines = run_python(code).stdout.splitlines()
     assert len(lines) == 8
     for line in lines[0::2]:
         assert line.startswith(f'python: soft_pool{dim}d: kernel_size'), line
@@ -494,14 +466,11 @@ def relaid(t):
     yield 'contiguous', t.contiguous()
     if t.dim() == 4:
         yield 'channels_last', t.contiguous(memory_format=torch.channels_last)
-    wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
-    wide[..., 1::2] = t
-    yield 'strided', wide[..., 1::2]
+    yield 'strided', strided_along_w(t, offset=1)
     yield 'transposed', t.transpose(0, 1).contiguous().transpose(0, 1)
     yield 'expanded', t[:1].expand_as(t)  # stride 0 along the batch
 
 
-@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize('kernel,stride,padding', [(2, 2, 0), (3, 2, 1)])
@@ -547,8 +516,7 @@ def test_library_built_for_another_torch_says_rebuild(tmp_path):
                       'void *PyInit__C(void) { symbol_of_another_torch(); return 0; }\n')
     library = package / ('_C' + sysconfig.get_config_var('EXT_SUFFIX'))
     subprocess.run(['gcc', '-shared', '-fPIC', str(source), '-o', str(library)], check=True)
-    result = subprocess.run([sys.executable, '-c', 'import mmsoftpool.ops'], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = run_python('import mmsoftpool.ops', cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert 'undefined symbol: symbol_of_another_torch' in result.stderr
     assert f'built against another torch than the installed {torch.__version__}' in result.stderr

@@ -2,7 +2,7 @@
 # Usage: tools/dist_train.sh CONFIG NPROC [train.py options]
 # Starts NPROC processes on this node with torchrun. Multi-node: set NNODES,
 # NODE_RANK, MASTER_ADDR and PORT on every node. Without CUDA the processes
-# use the gloo backend on CPU (see mmsoftpool/launch.py).
+# use the gloo backend on CPU (see mmsoftpool/tools/launch.py).
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

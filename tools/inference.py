@@ -12,7 +12,7 @@ import argparse
 import os.path as osp
 
 import mmsoftpool  # noqa: F401  SoftPool layers, backbones, safe loading
-from mmsoftpool.launch import UserError, run_tool
+from mmsoftpool.tools.launch import UserError, run_tool
 
 
 def main():

@@ -5,7 +5,7 @@
 # inception-v3_8xb32_in1k.py. Columns N (no SoftPool) to VI replace fewer
 # sites, from the input on: inception-v3-softpool-{N,I,...,VI}_8xb32_in1k.py.
 # The sites and the layers each covers are listed in
-# mmsoftpool/models/classification/backbones.py (INCEPTION_V3_POOL_SITES).
+# mmsoftpool/models/pool_slots.py (INCEPTION_V3_POOL_SITES).
 _base_ = [
     'mmpretrain::_base_/models/inception_v3.py',
     './_base_/softpool_imagenet.py',

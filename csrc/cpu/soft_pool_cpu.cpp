@@ -7,8 +7,8 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include "../soft_pool.h"
-#include "../window.h"
+#include <tuple>
+
 #include "soft_pool_cpu.h"
 
 namespace mmsoftpool {
@@ -36,8 +36,8 @@ void forward_kernel(const at::Tensor& input5, at::Tensor& output5, at::Tensor& l
       for (int64_t ow = 0; ow < g.output[2]; ++ow) {
         acc_t out, log_norm;
         window_forward<acc_t>(xp, window_at(g, od, oh, ow), xs, out, log_norm);
-        y[window_offset(output5, n, c, od, oh, ow)] = static_cast<scalar_t>(out);
-        ln[window_offset(log_norm5, n, c, od, oh, ow)] = log_norm;
+        y[element_offset(output5, n, c, od, oh, ow)] = static_cast<scalar_t>(out);
+        ln[element_offset(log_norm5, n, c, od, oh, ow)] = log_norm;
       }
     }
   });
@@ -69,15 +69,13 @@ void backward_kernel(const at::Tensor& grad5, const at::Tensor& input5,
         for (int64_t oh = 0; oh < g.output[1]; ++oh)
           for (int64_t ow = 0; ow < g.output[2]; ++ow) {
             const Window w = window_at(g, od, oh, ow);
-            const acc_t grad = static_cast<acc_t>(gy[window_offset(grad5, n, c, od, oh, ow)]);
+            const acc_t grad = static_cast<acc_t>(gy[element_offset(grad5, n, c, od, oh, ow)]);
             add_window_gradient<acc_t>(xp, xs, dxp, ds, w, grad,
-                                       ln[window_offset(log_norm5, n, c, od, oh, ow)]);
+                                       ln[element_offset(log_norm5, n, c, od, oh, ow)]);
           }
     }
   });
 }
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cpu(const at::Tensor& input,
                                                          c10::IntArrayRef kernel_size,
@@ -85,12 +83,10 @@ std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cpu(const at::Tensor& input
                                                          c10::IntArrayRef padding,
                                                          bool ceil_mode) {
   const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
-  const auto shape = output_shape(input, g);
-  const auto format = pooling_memory_format(input);
-  at::Tensor output = at::empty(shape, input.options().memory_format(format));
-  at::Tensor log_norm = at::empty(
-      shape, input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format));
+  at::Tensor output, log_norm;
+  std::tie(output, log_norm) = empty_forward_outputs(input, g);
   if (output.numel() == 0) return {output, log_norm};
+  const auto format = pooling_memory_format(input);
   const at::Tensor input5 = as_5d(input);
   at::Tensor output5 = as_5d(output), log_norm5 = as_5d(log_norm);
   if (!forward_vectorized(input5, output5, log_norm5, g, format)) {
@@ -130,6 +126,8 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
              : grad_input.to(input.scalar_type(), /*non_blocking=*/false, /*copy=*/false,
                              format);
 }
+
+}  // namespace
 
 TORCH_LIBRARY_IMPL(mmsoftpool, CPU, m) {
   m.impl("soft_pool_forward", &soft_pool_forward_cpu);

@@ -23,8 +23,9 @@ inline int64_t grain_for(int64_t steps, int64_t times = 1) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / work);
 }
 
-inline int64_t window_offset(const at::Tensor& t5, int64_t n, int64_t c, int64_t d, int64_t h,
-                             int64_t w) {
+// The offset, in elements, of element (n, c, d, h, w) of a 5-D tensor.
+inline int64_t element_offset(const at::Tensor& t5, int64_t n, int64_t c, int64_t d, int64_t h,
+                              int64_t w) {
   return n * t5.stride(0) + c * t5.stride(1) + d * t5.stride(2) + h * t5.stride(3) +
          w * t5.stride(4);
 }

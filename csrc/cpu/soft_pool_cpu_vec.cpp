@@ -232,8 +232,8 @@ struct VecSoftPool {
         split_plane(phases, x + n * input5.stride(0) + c * input5.stride(1), xs, g, split.data());
         for (int64_t od = 0; od < g.output[0]; ++od)
           for (int64_t oh = 0; oh < g.output[1]; ++oh) {
-            scalar_t* y_row = y + window_offset(output5, n, c, od, oh, 0);
-            scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
+            scalar_t* y_row = y + element_offset(output5, n, c, od, oh, 0);
+            scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
             for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
               const int64_t lanes = std::min(kLanes, g.output[2] - ow0);
               load_row_cells(phases, split.data(), g, od, oh, ow0, cells);
@@ -279,8 +279,8 @@ struct VecSoftPool {
         nonfinite.clear();
         for (int64_t od = 0; od < g.output[0]; ++od)
           for (int64_t oh = 0; oh < g.output[1]; ++oh) {
-            const scalar_t* g_row = gy + window_offset(grad5, n, c, od, oh, 0);
-            const scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
+            const scalar_t* g_row = gy + element_offset(grad5, n, c, od, oh, 0);
+            const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
             for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
               // Lanes past the row get gradient 0 and finite cells, so add 0.
               const int64_t lanes = std::min(kLanes, g.output[2] - ow0);
@@ -303,8 +303,8 @@ struct VecSoftPool {
             phases.merge(split_grad.data() + (d * g.input[1] + h) * phases.size(),
                          dxp + d * ds[0] + h * ds[1]);
         for (const auto& [od, oh, ow0] : nonfinite) {
-          const scalar_t* g_row = gy + window_offset(grad5, n, c, od, oh, 0);
-          const scalar_t* ln_row = ln + window_offset(log_norm5, n, c, od, oh, 0);
+          const scalar_t* g_row = gy + element_offset(grad5, n, c, od, oh, 0);
+          const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
           for (int64_t ow = ow0; ow < std::min(ow0 + kLanes, g.output[2]); ++ow)
             add_window_gradient<scalar_t>(xp, xs, dxp, ds, window_at(g, od, oh, ow),
                                           g_row[ow * grad_column_stride], ln_row[ow]);
@@ -357,8 +357,8 @@ struct VecSoftPool {
             });
             Vec out, log_norm;
             forward(cells, count, out, log_norm);
-            out.store(y + window_offset(output5, n, c0, od, oh, ow), lanes);
-            log_norm.store(ln + window_offset(log_norm5, n, c0, od, oh, ow), lanes);
+            out.store(y + element_offset(output5, n, c0, od, oh, ow), lanes);
+            log_norm.store(ln + element_offset(log_norm5, n, c0, od, oh, ow), lanes);
           }
       }
     });
@@ -403,8 +403,8 @@ struct VecSoftPool {
                 const int64_t lanes = std::min(kLanes, c_end - c0);
                 const scalar_t* xp = x + n * input5.stride(0) + c0;
                 scalar_t* dxp = dx_sample + c0;
-                const scalar_t* g_at = gy + window_offset(grad5, n, c0, od, oh, ow);
-                const scalar_t* ln_at = ln + window_offset(log_norm5, n, c0, od, oh, ow);
+                const scalar_t* g_at = gy + element_offset(grad5, n, c0, od, oh, ow);
+                const scalar_t* ln_at = ln + element_offset(log_norm5, n, c0, od, oh, ow);
                 for_each_channel_cell(xs, g, od, oh, ow, [&](int64_t i, int64_t offset) {
                   cells[i] = offset >= 0 ? Vec::loadu(xp + offset, lanes) : Vec(-kInf);
                 });
@@ -426,21 +426,21 @@ struct VecSoftPool {
   }
 };
 
-enum class Layout { kRows, kChannels, kNone };
+enum class VectorPath { kRows, kChannels, kNone };
 
 // Which vectorised kernel fits. Output, log_norm and gradient are allocated in
 // `format`, so they are contiguous along W (rows) or C (channels) too.
-Layout vector_layout(const at::Tensor& input5, const PoolGeometry& g, at::MemoryFormat format) {
+VectorPath vector_path(const at::Tensor& input5, const PoolGeometry& g, at::MemoryFormat format) {
   const auto dtype = input5.scalar_type();
   if ((dtype != at::kFloat && dtype != at::kDouble) || g.cells > kMaxVectorCells)
-    return Layout::kNone;
+    return VectorPath::kNone;
   // A row split by phase holds `stride` entries an output column: with a
   // stride beyond the cell limit it would be far larger than the row.
   if (format == at::MemoryFormat::Contiguous && input5.stride(4) == 1 &&
       g.stride[2] <= kMaxVectorCells)
-    return Layout::kRows;
-  if (format != at::MemoryFormat::Contiguous && input5.stride(1) == 1) return Layout::kChannels;
-  return Layout::kNone;
+    return VectorPath::kRows;
+  if (format != at::MemoryFormat::Contiguous && input5.stride(1) == 1) return VectorPath::kChannels;
+  return VectorPath::kNone;
 }
 
 // Calls f(VecSoftPool<scalar_t, K>{}) with K the window size for the common
@@ -461,11 +461,11 @@ void with_cell_count(const PoolGeometry& g, F&& f) {
 
 bool forward_vectorized(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
                         const PoolGeometry& g, at::MemoryFormat format) {
-  const Layout layout = vector_layout(input5, g, format);
-  if (layout == Layout::kNone) return false;
+  const VectorPath path = vector_path(input5, g, format);
+  if (path == VectorPath::kNone) return false;
   AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_forward_vectorized", [&] {
     with_cell_count<scalar_t>(g, [&](auto kernel) {
-      if (layout == Layout::kRows)
+      if (path == VectorPath::kRows)
         decltype(kernel)::forward_rows(input5, output5, log_norm5, g);
       else
         decltype(kernel)::forward_channels(input5, output5, log_norm5, g);
@@ -477,11 +477,11 @@ bool forward_vectorized(const at::Tensor& input5, at::Tensor& output5, at::Tenso
 bool backward_vectorized(const at::Tensor& grad5, const at::Tensor& input5,
                          const at::Tensor& log_norm5, at::Tensor& grad_input5,
                          const PoolGeometry& g, at::MemoryFormat format) {
-  const Layout layout = vector_layout(input5, g, format);
-  if (layout == Layout::kNone) return false;
+  const VectorPath path = vector_path(input5, g, format);
+  if (path == VectorPath::kNone) return false;
   AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_backward_vectorized", [&] {
     with_cell_count<scalar_t>(g, [&](auto kernel) {
-      if (layout == Layout::kRows)
+      if (path == VectorPath::kRows)
         decltype(kernel)::backward_rows(grad5, input5, log_norm5, grad_input5, g);
       else
         decltype(kernel)::backward_channels(grad5, input5, log_norm5, grad_input5, g);

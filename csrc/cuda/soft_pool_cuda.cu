@@ -16,6 +16,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include "../soft_pool.h"
 #include "../window.h"
@@ -26,13 +27,14 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Sizes and strides of a 5-D (N, C, D, H, W) tensor, passed by value.
-struct Layout {
+// Sizes and strides of a 5-D (N, C, D, H, W) tensor and the order in which
+// threads number its elements, passed to the kernels by value.
+struct Strided5d {
   int64_t size[5];
   int64_t stride[5];
   bool channels_last;  // numbering order of the threads
 
-  explicit Layout(const at::Tensor& t5, at::MemoryFormat format)
+  explicit Strided5d(const at::Tensor& t5, at::MemoryFormat format)
       : channels_last(format != at::MemoryFormat::Contiguous) {
     for (int i = 0; i < 5; ++i) {
       size[i] = t5.size(i);
@@ -78,9 +80,9 @@ int64_t blocks_for(int64_t n) {
        index < (total); index += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 template <typename scalar_t, typename acc_t>
-__global__ void forward_kernel(const scalar_t* __restrict__ x, Layout xl,
+__global__ void forward_kernel(const scalar_t* __restrict__ x, Strided5d xl,
                                scalar_t* __restrict__ y, acc_t* __restrict__ log_norm,
-                               Layout yl, PoolGeometry g, int64_t total) {
+                               Strided5d yl, PoolGeometry g, int64_t total) {
   const int64_t xs[3] = {xl.stride[2], xl.stride[3], xl.stride[4]};
   GRID_STRIDE_LOOP(index, total) {
     int64_t p[5];
@@ -96,8 +98,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, Layout xl,
 
 // Backward, first pass: the statistics of each window.
 template <typename scalar_t, typename acc_t>
-__global__ void window_stats_kernel(const scalar_t* __restrict__ x, Layout xl,
-                                    const acc_t* __restrict__ log_norm, Layout yl,
+__global__ void window_stats_kernel(const scalar_t* __restrict__ x, Strided5d xl,
+                                    const acc_t* __restrict__ log_norm, Strided5d yl,
                                     WindowGradStats<acc_t>* __restrict__ stats, PoolGeometry g,
                                     int64_t total) {
   const int64_t xs[3] = {xl.stride[2], xl.stride[3], xl.stride[4]};
@@ -112,10 +114,10 @@ __global__ void window_stats_kernel(const scalar_t* __restrict__ x, Layout xl,
 
 // Backward, second pass: each input cell gathers from its covering windows.
 template <typename scalar_t, typename acc_t>
-__global__ void gather_kernel(const scalar_t* __restrict__ grad_output, Layout gl,
-                              const WindowGradStats<acc_t>* __restrict__ stats, Layout yl,
-                              const scalar_t* __restrict__ x, Layout xl,
-                              scalar_t* __restrict__ grad_input, Layout dl, PoolGeometry g,
+__global__ void gather_kernel(const scalar_t* __restrict__ grad_output, Strided5d gl,
+                              const WindowGradStats<acc_t>* __restrict__ stats, Strided5d yl,
+                              const scalar_t* __restrict__ x, Strided5d xl,
+                              scalar_t* __restrict__ grad_input, Strided5d dl, PoolGeometry g,
                               int64_t total) {
   GRID_STRIDE_LOOP(index, total) {
     int64_t p[5];
@@ -136,8 +138,6 @@ __global__ void gather_kernel(const scalar_t* __restrict__ grad_output, Layout g
   }
 }
 
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cuda(const at::Tensor& input,
                                                           c10::IntArrayRef kernel_size,
                                                           c10::IntArrayRef stride,
@@ -145,14 +145,12 @@ std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cuda(const at::Tensor& inpu
                                                           bool ceil_mode) {
   const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto shape = output_shape(input, g);
-  const auto format = pooling_memory_format(input);
-  at::Tensor output = at::empty(shape, input.options().memory_format(format));
-  at::Tensor log_norm = at::empty(
-      shape, input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format));
+  at::Tensor output, log_norm;
+  std::tie(output, log_norm) = empty_forward_outputs(input, g);
   const int64_t total = output.numel();
   if (total == 0) return {output, log_norm};
-  const Layout xl(as_5d(input), format), yl(as_5d(output), format);
+  const auto format = pooling_memory_format(input);
+  const Strided5d xl(as_5d(input), format), yl(as_5d(output), format);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "soft_pool_forward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
@@ -178,7 +176,7 @@ at::Tensor soft_pool_backward_cuda(const at::Tensor& grad_output, const at::Tens
   // The window statistics are laid out like log_norm (dense, the output's layout).
   const auto window_format = log_norm.suggest_memory_format();
   const at::Tensor log_norm_dense = log_norm.contiguous(window_format);
-  const Layout xl(as_5d(input), format), dl(as_5d(grad_input), format),
+  const Strided5d xl(as_5d(input), format), dl(as_5d(grad_input), format),
       gl(as_5d(grad_output), window_format), yl(as_5d(log_norm_dense), window_format);
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -201,6 +199,8 @@ at::Tensor soft_pool_backward_cuda(const at::Tensor& grad_output, const at::Tens
       });
   return grad_input;
 }
+
+}  // namespace
 
 TORCH_LIBRARY_IMPL(mmsoftpool, CUDA, m) {
   m.impl("soft_pool_forward", &soft_pool_forward_cuda);

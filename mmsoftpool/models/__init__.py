@@ -1,9 +1,10 @@
 """Backbones whose pooling layers are chosen by config.
 
 Importing this package registers them in the downstream libraries'
-registries (e.g. ``SoftPoolResNet`` in MMDetection's MODELS).
+registries (e.g. ``SoftPoolResNet`` in MMDetection's MODELS); the MMPretrain
+ones are in :mod:`.classification`.
 """
-from .backbones import SoftPoolResNet, SoftPoolResNetV1d, SoftPoolResNeXt
+from .detection import SoftPoolResNet, SoftPoolResNetV1d, SoftPoolResNeXt
 from .pool_swap import PoolSlot, PoolSwapMixin
 
 __all__ = [

@@ -26,8 +26,9 @@ class PoolSlot(NamedTuple):
         pool_type: the class (or classes) the wrapped backbone builds there.
         pattern: ``fnmatch`` pattern over dotted module names, e.g.
             ``'maxpool'`` or ``'layer*.*.downsample.0'``.
-        default: the config used when the argument is not given; ``None``
-            keeps the backbone's own layers.
+        default: the config used when the argument is not given (for a
+            site: when ``site_pool_cfg`` is not given); ``None`` keeps the
+            backbone's own layers.
         hint: appended to the error raised when a config is given but no
             layer matches (e.g. which option creates those layers).
     """
@@ -123,20 +124,27 @@ class PoolSwapMixin:
     dict(type='SoftPool2d', kernel_size=2, stride=2))}``. Each key of
     ``pool_slots`` becomes a keyword argument of the constructor; the other
     arguments go to the wrapped backbone unchanged.
+
+    A class may instead (or also) list named sites in ``pool_sites``; its
+    constructor then takes ``soft_pool_sites`` (the site names to replace;
+    default: all) and ``site_pool_cfg`` (the config for every chosen site;
+    default: each site's ``PoolSlot.default``).
     """
     pool_slots: Dict[str, PoolSlot] = {}
+    pool_sites: Dict[str, PoolSlot] = {}
 
     def __init__(self, *args, **kwargs):
-        pool_cfgs = {
-            arg: kwargs.pop(arg, slot.default)
-            for arg, slot in self.pool_slots.items()
-        }
+        swaps = [(arg, slot, kwargs.pop(arg, slot.default))
+                 for arg, slot in self.pool_slots.items()]
+        # Only a class with sites takes the site arguments; elsewhere they
+        # reach the wrapped backbone, which rejects them.
+        if self.pool_sites:
+            swaps += self._chosen_sites(kwargs)
         super().__init__(*args, **kwargs)
         owner = type(self).__name__
-        for arg, cfg in pool_cfgs.items():
+        for arg, slot, cfg in swaps:
             if cfg is None:
                 continue
-            slot = self.pool_slots[arg]
             names = find_pools(self, slot)
             if not names:
                 kinds = '/'.join(t.__name__ for t in slot.pool_type)
@@ -148,3 +156,39 @@ class PoolSwapMixin:
                 replaced = self.get_submodule(name)
                 replace_module(self, name,
                                build_pool(cfg, replaced, name, owner, arg))
+
+    def _chosen_sites(self, kwargs: dict) -> List[Tuple[str, PoolSlot, dict]]:
+        """Pop ``soft_pool_sites`` / ``site_pool_cfg`` from ``kwargs``.
+
+        Returns ``(argument, slot, config)`` for each chosen site.
+        """
+        owner = type(self).__name__
+        sites = kwargs.pop('soft_pool_sites', tuple(self.pool_sites))
+        # A single string is refused, not read as a list of letters.
+        if not (isinstance(sites, (list, tuple))
+                and all(isinstance(site, str) for site in sites)):
+            raise TypeError(
+                f'{owner}: soft_pool_sites must be a list of site names, '
+                f'got soft_pool_sites={sites!r}')
+        unknown = [site for site in sites if site not in self.pool_sites]
+        if unknown:
+            raise ValueError(
+                f'{owner}: soft_pool_sites={sites!r} names unknown sites '
+                f'{unknown}; the sites are {list(self.pool_sites)}')
+        repeated = sorted({site for site in sites if sites.count(site) > 1})
+        if repeated:
+            raise ValueError(
+                f'{owner}: soft_pool_sites={sites!r} repeats {repeated}')
+        taken = [site for site in self.pool_sites if site in kwargs]
+        if taken:
+            raise TypeError(
+                f'{owner}: choose sites with soft_pool_sites, not with the '
+                f'keyword arguments {taken}')
+        if 'site_pool_cfg' in kwargs and kwargs['site_pool_cfg'] is None:
+            raise ValueError(
+                f'{owner}: site_pool_cfg=None; to keep the original pools, '
+                'list fewer soft_pool_sites (an empty list keeps them all)')
+        cfg = kwargs.pop('site_pool_cfg', None)
+        return [('site_pool_cfg', self.pool_sites[site],
+                 self.pool_sites[site].default if cfg is None else cfg)
+                for site in sites]

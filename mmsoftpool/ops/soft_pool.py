@@ -1,16 +1,18 @@
 """SoftPool (Stergiou et al., ICCV 2021) as a PyTorch operator.
 
-The kernels live in ``csrc/`` and are registered as ``torch.ops.mmsoftpool.*``;
-this module adds argument checking, shape and stride inference for
-``torch.compile`` (``register_fake``), the autograd formula and the
-``SoftPool{1,2,3}d`` modules.
+Needs torch alone. The kernels in ``csrc/`` are registered as
+``torch.ops.mmsoftpool.soft_pool_forward`` / ``soft_pool_backward``; this
+module owns what users see of them: the arguments, normalised as PyTorch's
+pooling takes them and checked with messages naming the argument; the fake
+(shapes and strides for ``torch.compile`` and export); the autograd formula;
+the ``SoftPool{1,2,3}d`` modules. The C++ side re-checks only what a direct
+``torch.ops`` call needs to be memory safe (docs/architecture.md).
 """
 import math
 import operator
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine.registry import MODELS
 from torch import Tensor, nn
 from torch._prims_common import suggest_memory_format
 
@@ -39,11 +41,18 @@ IntOrTuple = Union[int, Sequence[int]]
 _forward_op = torch.ops.mmsoftpool.soft_pool_forward
 _backward_op = torch.ops.mmsoftpool.soft_pool_backward
 
-
 # PyTorch's pooling takes 32-bit ints; the C++ checks the same bound.
 _MAX_ARGUMENT = 2**31 - 1
 # A window's cell count must fit in int64 (the kernels count cells in it).
 _MAX_WINDOW_CELLS = 2**63 - 1
+
+
+class PoolArgs(NamedTuple):
+    """Pooling arguments as the op takes them: one int per spatial dim."""
+    kernel_size: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    padding: Tuple[int, ...]
+    ceil_mode: bool
 
 
 def _as_int(value) -> Optional[int]:
@@ -76,22 +85,11 @@ def _as_tuple(value, dim: int, name: str, caller: str) -> Tuple[int, ...]:
     return values
 
 
-def pooled_size(size: int, kernel: int, stride: int, padding: int,
-                ceil_mode: bool) -> int:
-    """Output length of one dimension, PyTorch's pooling rule.
-
-    With ``ceil_mode`` the last window is dropped when it would start at or
-    beyond the input plus left padding, so no window lies entirely in padding.
-    """
-    out = (size + 2 * padding - kernel +
-           (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-def _pool_args(caller: str, dim: int, kernel_size, stride, padding):
-    """Validate the pooling arguments; returns them as tuples."""
+def pool_args(caller: str, dim: int, kernel_size: IntOrTuple,
+              stride: Optional[IntOrTuple], padding: IntOrTuple,
+              ceil_mode: bool) -> PoolArgs:
+    """The arguments of a ``dim``-D pooling, normalised and checked; errors
+    name ``caller`` and the argument."""
     kernel = _as_tuple(kernel_size, dim, 'kernel_size', caller)
     if stride is None or (isinstance(stride, (tuple, list)) and not stride):
         stride = kernel  # PyTorch's convention: no stride means kernel_size
@@ -118,7 +116,37 @@ def _pool_args(caller: str, dim: int, kernel_size, stride, padding):
         raise ValueError(
             f'{caller}: kernel_size={kernel} has {math.prod(kernel)} cells a '
             'window, more than int64 can count (2**63 - 1)')
-    return kernel, stride, padding
+    return PoolArgs(kernel, stride, padding, bool(ceil_mode))
+
+
+def pooled_size(size: int, kernel: int, stride: int, padding: int,
+                ceil_mode: bool) -> int:
+    """Output length of one dimension, PyTorch's pooling rule.
+
+    With ``ceil_mode`` the last window is dropped when it would start at or
+    beyond the input plus left padding, so no window lies entirely in padding.
+    """
+    out = (size + 2 * padding - kernel +
+           (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _output_shape(input: Tensor, args: PoolArgs) -> Tuple[int, ...]:
+    """The output shape of a checked (N, C, *spatial) or (C, *spatial)
+    input; the output must not be empty."""
+    dim = len(args.kernel_size)
+    out = tuple(
+        pooled_size(s, k, st, p, args.ceil_mode) for s, k, st, p in zip(
+            input.shape[-dim:], args.kernel_size, args.stride, args.padding))
+    if any(o < 1 for o in out):
+        raise ValueError(
+            f'soft_pool{dim}d: output size {out} is too small for '
+            f'input.shape={tuple(input.shape)}, kernel_size={args.kernel_size}, '
+            f'stride={args.stride}, padding={args.padding}, '
+            f'ceil_mode={args.ceil_mode}')
+    return (*input.shape[:-dim], *out)
 
 
 def _check_input(input: Tensor, dim: int) -> None:
@@ -140,28 +168,16 @@ def _check_input(input: Tensor, dim: int) -> None:
             f'input.shape={tuple(input.shape)} (only the batch may be empty)')
 
 
-def _output_shape(input: Tensor, kernel_size, stride, padding, ceil_mode):
-    dim = len(kernel_size)
-    out = [
-        pooled_size(s, k, st, p, ceil_mode) for s, k, st, p in zip(
-            input.shape[-dim:], kernel_size, stride, padding)
-    ]
-    if any(o < 1 for o in out):
-        raise ValueError(
-            f'soft_pool{dim}d: output size {tuple(out)} is too small for '
-            f'input.shape={tuple(input.shape)}, kernel_size={tuple(kernel_size)}, '
-            f'stride={tuple(stride)}, padding={tuple(padding)}, '
-            f'ceil_mode={ceil_mode}')
-    return (*input.shape[:-dim], *out)
-
-
-def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """ATen's ``toOpMathType`` for floating dtypes: the dtype of log_norm."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @torch.library.register_fake('mmsoftpool::soft_pool_forward')
 def _forward_fake(input, kernel_size, stride, padding, ceil_mode):
-    shape = _output_shape(input, kernel_size, stride, padding, ceil_mode)
+    shape = _output_shape(
+        input, PoolArgs(tuple(kernel_size), tuple(stride), tuple(padding),
+                        ceil_mode))
     memory_format = suggest_memory_format(input)
     output = torch.empty(
         shape,
@@ -170,7 +186,7 @@ def _forward_fake(input, kernel_size, stride, padding, ceil_mode):
         memory_format=memory_format)
     log_norm = torch.empty(
         shape,
-        dtype=_accumulate_dtype(input.dtype),
+        dtype=_accumulation_dtype(input.dtype),
         device=input.device,
         memory_format=memory_format)
     return output, log_norm
@@ -211,18 +227,15 @@ torch.library.register_autograd(
     setup_context=lambda ctx, inputs, output: None)
 
 
-def _soft_pool(input: Tensor, dim: int, kernel_size: IntOrTuple,
-               stride: Optional[IntOrTuple], padding: IntOrTuple,
-               ceil_mode: bool) -> Tensor:
+def _soft_pool(input: Tensor, args: PoolArgs) -> Tensor:
+    """The op on checked arguments: the input is checked, then pooled."""
+    dim = len(args.kernel_size)
     _check_input(input, dim)
-    kernel_size, stride, padding = _pool_args(f'soft_pool{dim}d', dim,
-                                              kernel_size, stride, padding)
-    _output_shape(input, kernel_size, stride, padding, ceil_mode)
+    _output_shape(input, args)
     unbatched = input.dim() == dim + 1
     if unbatched:
         input = input.unsqueeze(0)
-    output, _ = _forward_op(input, kernel_size, stride, padding,
-                            bool(ceil_mode))
+    output, _ = _forward_op(input, *args)
     return output.squeeze(0) if unbatched else output
 
 
@@ -232,7 +245,9 @@ def soft_pool1d(input: Tensor,
                 padding: IntOrTuple = 0,
                 ceil_mode: bool = False) -> Tensor:
     """SoftPool over (N, C, L) or (C, L); arguments as ``F.avg_pool1d``."""
-    return _soft_pool(input, 1, kernel_size, stride, padding, ceil_mode)
+    return _soft_pool(
+        input, pool_args('soft_pool1d', 1, kernel_size, stride, padding,
+                         ceil_mode))
 
 
 def soft_pool2d(input: Tensor,
@@ -246,7 +261,9 @@ def soft_pool2d(input: Tensor,
     the window maximum. Output shapes (and strides) follow
     ``F.max_pool2d``; padded cells take no weight.
     """
-    return _soft_pool(input, 2, kernel_size, stride, padding, ceil_mode)
+    return _soft_pool(
+        input, pool_args('soft_pool2d', 2, kernel_size, stride, padding,
+                         ceil_mode))
 
 
 def soft_pool3d(input: Tensor,
@@ -255,7 +272,9 @@ def soft_pool3d(input: Tensor,
                 padding: IntOrTuple = 0,
                 ceil_mode: bool = False) -> Tensor:
     """SoftPool over (N, C, D, H, W) or (C, D, H, W); as ``F.avg_pool3d``."""
-    return _soft_pool(input, 3, kernel_size, stride, padding, ceil_mode)
+    return _soft_pool(
+        input, pool_args('soft_pool3d', 3, kernel_size, stride, padding,
+                         ceil_mode))
 
 
 class _SoftPoolNd(nn.Module):
@@ -267,33 +286,30 @@ class _SoftPoolNd(nn.Module):
                  padding: IntOrTuple = 0,
                  ceil_mode: bool = False):
         super().__init__()
-        # Validate when a config is built, not at the first forward.
-        self.kernel_size, self.stride, self.padding = _pool_args(
-            type(self).__name__, self._dim, kernel_size, stride, padding)
-        self.ceil_mode = bool(ceil_mode)
+        # Checked once, when a config is built, not at every forward.
+        self._args = pool_args(
+            type(self).__name__, self._dim, kernel_size, stride, padding,
+            ceil_mode)
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = self._args
 
     def forward(self, input: Tensor) -> Tensor:
-        return _soft_pool(input, self._dim, self.kernel_size, self.stride,
-                          self.padding, self.ceil_mode)
+        return _soft_pool(input, self._args)
 
     def extra_repr(self) -> str:
         return (f'kernel_size={self.kernel_size}, stride={self.stride}, '
                 f'padding={self.padding}, ceil_mode={self.ceil_mode}')
 
 
-@MODELS.register_module()
 class SoftPool1d(_SoftPoolNd):
     """SoftPool over 1-D signals; arguments as ``nn.AvgPool1d``."""
     _dim = 1
 
 
-@MODELS.register_module()
 class SoftPool2d(_SoftPoolNd):
     """SoftPool over 2-D maps; arguments as ``nn.AvgPool2d``."""
     _dim = 2
 
 
-@MODELS.register_module()
 class SoftPool3d(_SoftPoolNd):
     """SoftPool over 3-D volumes (e.g. video); arguments as ``nn.AvgPool3d``."""
     _dim = 3

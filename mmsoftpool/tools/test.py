@@ -11,9 +11,10 @@ from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
 from mmsoftpool.engine import CheckpointMatchHook, CheckpointMismatchError
-from mmsoftpool.launch import (UserError, add_check_images_arg, check_data,
-                                load_config, parse_with_launch_args, run_tool,
-                                setup_distributed)
+from mmsoftpool.tools.launch import (UserError, add_check_images_arg,
+                                      check_data, load_config,
+                                      parse_with_launch_args, run_tool,
+                                      setup_distributed)
 
 # What differs between the libraries: the metric that dumps predictions
 # (--out) and the switches of the visualization hook (--show, --show-dir).

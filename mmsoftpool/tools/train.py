@@ -12,9 +12,10 @@ from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
 from mmsoftpool.engine import find_resumable_checkpoint
-from mmsoftpool.launch import (UserError, add_check_images_arg, check_data,
-                                load_config, parse_with_launch_args, run_tool,
-                                setup_distributed)
+from mmsoftpool.tools.launch import (UserError, add_check_images_arg,
+                                      check_data, load_config,
+                                      parse_with_launch_args, run_tool,
+                                      setup_distributed)
 
 
 def parse_args():
@@ -75,14 +76,18 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    build_runner(cfg, args.check_images).train()
+
+
+def build_runner(cfg, check_images: str = 'header') -> Runner:
+    """The Runner ``cfg`` asks for, once its training data is checked (also
+    used by ``tools/demo.py``)."""
     # Missing or broken data fails here, naming the file, not mid-epoch.
-    check_data(cfg, ('train', 'val'), args.check_images)
+    check_data(cfg, ('train', 'val'), check_images)
     setup_distributed(cfg)
     if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    runner.train()
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
 
 
 def cli():

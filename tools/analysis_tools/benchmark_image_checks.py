@@ -14,7 +14,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from mmsoftpool.datasets.checks import check_images
+from mmsoftpool.tools.data_checks import check_images
 
 
 def main():

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from mmengine.utils import track_iter_progress
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mmsoftpool.analysis import (METHODS, SAMPLE_IMAGES, find_images,
-                                 image_to_tensor, load_image, method_label,
-                                 pool)
+from mmsoftpool.tools.analysis import (METHODS, SAMPLE_IMAGES, find_images,
+                                       image_to_tensor, load_image,
+                                       method_label, pool_at_scale)
 
 PROTOCOL = """\
 comparison protocol (the same for every method):
@@ -128,10 +128,8 @@ def pool_and_restore(image: torch.Tensor, method: str, kernel: int,
                      upsample: str, scale: float, power: float,
                      seed: int) -> torch.Tensor:
     """Pool a (1, C, H, W) image and upsample it back by ``kernel``."""
-    generator = torch.Generator().manual_seed(seed)
-    pooled = pool(
-        image * scale, method, kernel, power=power,
-        generator=generator) / scale
+    pooled = pool_at_scale(
+        image, method, kernel, scale=scale, power=power, seed=seed)
     size = (pooled.shape[-2] * kernel, pooled.shape[-1] * kernel)
     if upsample == 'nearest':
         return F.interpolate(pooled, size=size, mode='nearest')

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mmsoftpool.analysis import (METHODS, SAMPLE_IMAGES, find_images,
-                                 image_to_tensor, load_image, method_label,
-                                 pool)
+from mmsoftpool.tools.analysis import (METHODS, SAMPLE_IMAGES, find_images,
+                                       image_to_tensor, load_image,
+                                       method_label, pool_at_scale)
 
 DPI = 100
 
@@ -167,13 +167,14 @@ def pool_all(x: torch.Tensor, methods: Sequence[str], kernel, stride,
              args) -> dict:
     """Every method's output for one input, pooled at activation scale."""
     return {
-        method: pool(
-            x * args.scale,
+        method: pool_at_scale(
+            x,
             method,
             kernel,
             stride,
+            scale=args.scale,
             power=args.power,
-            generator=torch.Generator().manual_seed(args.seed)) / args.scale
+            seed=args.seed)
         for method in methods
     }
 

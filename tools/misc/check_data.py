@@ -11,8 +11,8 @@ that disagree with the annotation file. See docs/checkpoints.md.
 import argparse
 
 import mmsoftpool  # noqa: F401  registers the project's types
-from mmsoftpool.launch import (CfgOptions, add_check_images_arg, check_data,
-                                load_config, run_tool)
+from mmsoftpool.tools.launch import (CfgOptions, add_check_images_arg,
+                                      check_data, load_config, run_tool)
 
 
 def main():

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 
-from mmsoftpool.datasets.checks import IMAGE_CHECKS, check_data_config
+from mmsoftpool.tools.data_checks import IMAGE_CHECKS, check_data_config
 
 # DDP on CPU: no device_ids (the Runner's default passes [LOCAL_RANK], which
 # DistributedDataParallel refuses for a CPU module).
@@ -144,7 +144,7 @@ def add_check_images_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def check_data(cfg: Config, splits, images: str = 'header') -> None:
-    """The data pre-flight check (mmsoftpool.datasets.checks): a missing or
+    """The data pre-flight check (mmsoftpool.tools.data_checks): a missing or
     broken file is a user error, what mmdet will drop a warning."""
     try:
         check_data_config(cfg, splits, images=images)

@@ -1,36 +1,39 @@
-"""A pure-PyTorch SoftPool used as the float64 reference in tests and benchmarks.
+"""SoftPool from its definition in plain PyTorch, the float64 oracle of the tests.
 
-Written from the definition with ``unfold`` (so it is slow and memory hungry);
-padded cells are -inf, so they take no weight.
+Independent of the op: its own arguments, PyTorch's own max-pool for the
+output size, ``unfold`` for the windows (slow and memory hungry). Padded cells
+are -inf, so they take no weight.
 """
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .soft_pool import _pool_args, pooled_size
+MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 def soft_pool_reference(input: Tensor, kernel_size, stride=None, padding=0,
                         ceil_mode=False, dtype=torch.float64) -> Tensor:
-    """SoftPool of a (N, C, *spatial) or (C, *spatial) tensor in ``dtype``."""
-    dim = len(kernel_size) if not isinstance(kernel_size, int) else None
-    if dim is None:
-        raise ValueError('soft_pool_reference: pass kernel_size as a tuple '
-                         'so the number of spatial dimensions is known')
-    kernel, stride, padding = _pool_args('soft_pool_reference', dim,
-                                         kernel_size, stride, padding)
-    unbatched = input.dim() == dim + 1
+    """SoftPool of a (N, C, *spatial) or (C, *spatial) tensor in ``dtype``;
+    ``kernel_size`` is a tuple (it gives the number of spatial dims)."""
+    dim = len(kernel_size)
+
+    def per_dim(value):
+        return tuple(value) if isinstance(value, (tuple, list)) else (value, ) * dim
+
+    kernel = per_dim(kernel_size)
+    stride = per_dim(kernel if stride is None else stride)
+    padding = per_dim(padding)
     x = input.to(dtype)
+    unbatched = x.dim() == dim + 1
     if unbatched:
         x = x.unsqueeze(0)
     sizes = x.shape[2:]
-    out = [pooled_size(s, k, st, p, ceil_mode)
-           for s, k, st, p in zip(sizes, kernel, stride, padding)]
+    out = MAX_POOL[dim](torch.empty(x.shape, device='meta'), kernel, stride, padding,
+                        ceil_mode=ceil_mode).shape[2:]
     # Pad left by p and right so that the last window fits: -inf cells.
     pad = []
     for s, k, st, p, o in reversed(list(zip(sizes, kernel, stride, padding, out))):
-        right = max(0, (o - 1) * st + k - s - p)
-        pad += [p, right]
+        pad += [p, max(0, (o - 1) * st + k - s - p)]
     x = F.pad(x, pad, value=float('-inf'))
     for d, (k, st) in enumerate(zip(kernel, stride)):
         x = x.unfold(2 + d, k, st)

@@ -3,28 +3,14 @@
 Each class is MMDetection's own backbone, built unchanged, with its stem
 max-pool replaced by a layer built from ``stem_pool_cfg`` and, optionally,
 the average pools of its ``avg_down`` shortcuts by layers built from
-``down_pool_cfg``. Every other argument is that of the MMDetection class.
+``down_pool_cfg`` (slots: :data:`.pool_slots.RESNET_POOL_SLOTS`). Every other
+argument is that of the MMDetection class.
 """
 from mmdet.models.backbones import ResNet, ResNetV1d, ResNeXt
 from mmdet.registry import MODELS
-from torch import nn
 
-from ..pool_swap import PoolSlot, PoolSwapMixin
-
-RESNET_POOL_SLOTS = {
-    # The paper's authors replace MaxPool2d(3, 2, padding=1) by a 2x2, stride
-    # 2 SoftPool (same output size on even inputs).
-    'stem_pool_cfg':
-    PoolSlot((nn.MaxPool2d, ), 'maxpool',
-             dict(type='SoftPool2d', kernel_size=2, stride=2)),
-    # The average pool that starts each avg_down shortcut (ResNetV1d). Give
-    # only the type: each layer keeps the kernel and stride of its stage.
-    'down_pool_cfg':
-    PoolSlot((nn.AvgPool2d, ),
-             'layer*.*.downsample.0',
-             hint=' (such pools exist only with avg_down=True, as in '
-             'SoftPoolResNetV1d)'),
-}
+from .pool_slots import RESNET_POOL_SLOTS
+from .pool_swap import PoolSwapMixin
 
 
 @MODELS.register_module()

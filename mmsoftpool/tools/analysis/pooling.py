@@ -112,3 +112,21 @@ def pool(x: Tensor,
         return stochastic_pool(x, kernel, stride, generator)
     raise ValueError(f'unknown pooling method={method!r}; choose from '
                      f'{METHODS}')
+
+
+def pool_at_scale(x: Tensor,
+                  method: str,
+                  kernel_size: IntOrTuple,
+                  stride: Optional[IntOrTuple] = None,
+                  *,
+                  scale: float = 1.0,
+                  power: float = 2.0,
+                  seed: int = 0) -> Tensor:
+    """:func:`pool` of the activations ``x * scale``, divided by ``scale``
+    again, as the analysis tools' ``--scale``, ``--power`` and ``--seed``
+    define it: stochastic pooling draws from a generator seeded with
+    ``seed`` at each call, so every image and kernel gets the same draws."""
+    generator = torch.Generator().manual_seed(seed)
+    return pool(
+        x * scale, method, kernel_size, stride, power=power,
+        generator=generator) / scale
