@@ -89,8 +89,11 @@ PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size
   return g;
 }
 
-void check_backward_arguments(const at::Tensor& grad_output, const at::Tensor& input,
-                              const at::Tensor& log_norm, const PoolGeometry& g) {
+PoolGeometry make_backward_geometry(const at::Tensor& grad_output, const at::Tensor& input,
+                                    const at::Tensor& log_norm, c10::IntArrayRef kernel_size,
+                                    c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                    bool ceil_mode) {
+  const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
   const auto shape = output_shape(input, g);
   TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) &&
                   log_norm.sizes() == grad_output.sizes(),
@@ -103,6 +106,7 @@ void check_backward_arguments(const at::Tensor& grad_output, const at::Tensor& i
   TORCH_CHECK(grad_output.device() == input.device() && log_norm.device() == input.device(),
               "soft_pool_backward: grad_output (", grad_output.device(), ") and log_norm (",
               log_norm.device(), ") must be on the input's device ", input.device());
+  return g;
 }
 
 at::Tensor as_5d(const at::Tensor& tensor) {

@@ -31,11 +31,13 @@ PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size
                            c10::IntArrayRef stride, c10::IntArrayRef padding,
                            bool ceil_mode);
 
-// The backward's checks beyond make_geometry: grad_output and log_norm have
-// the output's shape, grad_output the input's dtype, log_norm the
-// accumulation type.
-void check_backward_arguments(const at::Tensor& grad_output, const at::Tensor& input,
-                              const at::Tensor& log_norm, const PoolGeometry& g);
+// make_geometry for the backward, with its own checks: grad_output and
+// log_norm have the output's shape and the input's device, grad_output the
+// input's dtype, log_norm the accumulation type.
+PoolGeometry make_backward_geometry(const at::Tensor& grad_output, const at::Tensor& input,
+                                    const at::Tensor& log_norm, c10::IntArrayRef kernel_size,
+                                    c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                    bool ceil_mode);
 
 // A (N, C, D, H, W) view of a (N, C, *spatial) tensor.
 at::Tensor as_5d(const at::Tensor& tensor);

@@ -7,7 +7,6 @@ import glob
 import importlib.util
 import json
 import os.path as osp
-import subprocess
 import sys
 
 import mmengine.config.utils
@@ -22,8 +21,9 @@ from mmpretrain.registry import MODELS
 from scipy.stats import binomtest
 from torch import nn
 
+from helpers import run_python
 from mmsoftpool import SoftPool2d
-from mmsoftpool.datasets.classification_demo import (
+from mmsoftpool.datasets.demo import (
     DemoShapesDataset, ensure_classification_demo,
     generate_classification_demo)
 from mmsoftpool.models.classification import (INCEPTION_V3_POOL_SITES,
@@ -185,7 +185,8 @@ def test_demo_detector_starts_from_the_demo_classifier():
     assert detector.default_scope == 'mmdet'
     backbone = detector.model.backbone
     assert (backbone.type, backbone.depth) == ('SoftPoolResNet', 18)
-    assert backbone.stem_pool_cfg == classifier.model.backbone.stem_pool_cfg
+    # the same stem: both leave it to the one default (models/pool_slots.py)
+    assert backbone.get('stem_pool_cfg') == classifier.model.backbone.get('stem_pool_cfg')
     # the newest checkpoint of step 1's work dir, whatever its epoch count
     assert backbone.init_cfg == dict(
         type='Pretrained',
@@ -329,11 +330,7 @@ def test_import_without_mmpretrain():
             'assert classification.__all__ == [], classification.__all__\n'
             'from mmengine.registry import MODELS\n'
             'assert MODELS.get("SoftPool2d") is not None\n')
-    result = subprocess.run([sys.executable, '-c', code],
-                            capture_output=True,
-                            text=True,
-                            cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr
+    run_python(code, cwd=REPO_ROOT)
 
 
 # ------------------------------------------------------------------ dataset
@@ -360,6 +357,8 @@ def test_dataset_generation(tmp_path):
     # an existing dataset made with other arguments is an error
     with pytest.raises(ValueError, match='was generated with'):
         ensure_classification_demo(root, **dict(SMALL, seed=1))
+    with pytest.raises(ValueError, match='was generated with'):
+        DemoShapesDataset(root=root, split='train')  # generator defaults
     (tmp_path / 'other').mkdir()
     with pytest.raises(FileNotFoundError, match='not a generated'):
         ensure_classification_demo(str(tmp_path / 'other'), **SMALL)
@@ -367,6 +366,18 @@ def test_dataset_generation(tmp_path):
         DemoShapesDataset(root=root, split='test', **SMALL)
     with pytest.raises(ValueError, match='image_size must be at least'):
         generate_classification_demo(str(tmp_path / 'tiny'), image_size=8)
+
+
+def test_demo_module_without_mmpretrain():
+    """Without MMPretrain the demo module has the detection dataset and both
+    generators, but no DemoShapesDataset."""
+    code = ('import sys; sys.modules["mmpretrain"] = None\n'
+            'from mmsoftpool.datasets import demo\n'
+            'assert not hasattr(demo, "DemoShapesDataset")\n'
+            'from mmdet.registry import DATASETS\n'
+            'assert DATASETS.get("DemoShapesCocoDataset") is '
+            'demo.DemoShapesCocoDataset\n')
+    run_python(code, cwd=REPO_ROOT)
 
 
 # ------------------------------------------------- the embedded default run

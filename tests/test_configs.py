@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
-from helpers import run_python
+from helpers import TINY_DEMO, run_python, tiny_demo_overrides
 from mmsoftpool import SoftPool2d
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,9 +158,12 @@ def test_softpool_config_differs_from_baseline_only_in_pooling(name):
     assert baseline['default_hooks']['checkpoint'].pop('type') in (
         'CheckpointHook', 'AtomicCheckpointHook')
     backbone = softpool['model']['backbone']
-    assert backbone.pop('stem_pool_cfg') == dict(
-        type='SoftPool2d', kernel_size=2, stride=2)
     assert backbone['type'] == 'SoftPoolResNet'
+    # the default stem, stated once (by SoftPoolResNet), builds the swap
+    init_default_scope('mmdet')
+    stem = MODELS.build(dict(backbone, init_cfg=None)).maxpool
+    assert isinstance(stem, SoftPool2d)
+    assert (stem.kernel_size, stem.stride) == ((2, 2), (2, 2))
     backbone['type'] = 'ResNet'
     assert softpool == baseline
 
@@ -246,23 +249,11 @@ def test_config_inheriting_a_demo_config_trains_from_a_user_folder(
     mmpretrain's (classification) registries. One epoch through the
     project's tools/train.py, from the user's folder."""
     from mmsoftpool.datasets.demo import generate_demo_dataset
-    generate_demo_dataset(str(tmp_path / 'det'), num_train=2, num_val=2,
-                          image_size=96)
-    overrides = dict(
-        det=f"""\
-            data_root = {str(tmp_path / 'det') + '/'!r}
-            train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))
-            val_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))
-            test_dataloader = val_dataloader
-            val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-            test_evaluator = val_evaluator
-            model = dict(test_cfg=dict(score_thr=0.0))
-            """,
-        cls="")['det' if base.startswith('demo') else 'cls']
-    (tmp_path / 'mine.py').write_text(
-        f"_base_ = 'mmsoftpool::{base}'\n" +
-        'train_cfg = dict(max_epochs=1, val_interval=1)\n' +
-        textwrap.dedent(overrides))
+    generate_demo_dataset(str(tmp_path / 'det'), **TINY_DEMO)
+    overrides = (tiny_demo_overrides(str(tmp_path / 'det') + '/')
+                 if base.startswith('demo') else
+                 'train_cfg = dict(max_epochs=1, val_interval=1)\n')
+    (tmp_path / 'mine.py').write_text(f"_base_ = 'mmsoftpool::{base}'\n" + overrides)
     env = dict(os.environ, OMP_NUM_THREADS='1')
     env.pop('PYTHONPATH', None)
     result = subprocess.run(

@@ -13,8 +13,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mmsoftpool.datasets import (DEMO_CLASSES, ensure_demo_dataset,
-                                 generate_demo_dataset)
+from mmsoftpool.datasets import (DEMO_CLASSES, DemoShapesCocoDataset,
+                                 ensure_demo_dataset, generate_demo_dataset)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SMALL = dict(num_train=6, num_val=3, image_size=128, seed=0)
@@ -97,6 +97,48 @@ def test_ensure_reuses_and_refuses_other_arguments(tmp_path):
     with pytest.raises(FileExistsError, match=root):
         generate_demo_dataset(root, **SMALL)
     assert not osp.exists(tmp_path / 'x') and not osp.exists(tmp_path / 'y')
+
+
+def test_dataset_generates_then_checks_its_root(tmp_path):
+    """DemoShapesCocoDataset makes its data on first use, with the generator
+    arguments its config gives, and refuses a root made with others."""
+    root = str(tmp_path / 'demo')
+    paths = dict(
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        pipeline=[])
+    dataset = DemoShapesCocoDataset(data_root=root + '/', **paths, **SMALL)
+    assert len(dataset) == SMALL['num_train']
+    before = tree_digest(root)
+    with pytest.raises(ValueError) as error:
+        DemoShapesCocoDataset(data_root=root, **paths)  # generator defaults
+    message = str(error.value)
+    assert message.startswith(f'{root} was generated with')
+    assert "'num_train': 6" in message and "'num_train': 64" in message
+    assert tree_digest(root) == before
+
+
+def test_a_root_made_meanwhile_is_checked_not_replaced(tmp_path,
+                                                       monkeypatch):
+    """Two first uses at once (two ranks, two jobs): the one that loses the
+    rename checks the folder the other made, and leaves nothing behind."""
+    real_rename = os.rename
+
+    def rival_first(root, rival_args):
+        """os.rename, after a rival has made ``root`` whole."""
+        def rename(src, dst):
+            monkeypatch.setattr(os, 'rename', real_rename)
+            generate_demo_dataset(root, **rival_args)
+            real_rename(src, dst)
+        return rename
+
+    same, other = str(tmp_path / 'same'), str(tmp_path / 'other')
+    monkeypatch.setattr(os, 'rename', rival_first(same, SMALL))
+    ensure_demo_dataset(same, **SMALL)
+    monkeypatch.setattr(os, 'rename', rival_first(other, dict(SMALL, seed=1)))
+    with pytest.raises(ValueError, match=f'{other} was generated with'):
+        ensure_demo_dataset(other, **SMALL)
+    assert sorted(os.listdir(tmp_path)) == ['other', 'same']
 
 
 @pytest.mark.parametrize('detector', ['retinanet', 'mask_rcnn'])

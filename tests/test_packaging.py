@@ -11,13 +11,13 @@ import os.path as osp
 import subprocess
 import sys
 import tarfile
-import textwrap
 import venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from helpers import TINY_DEMO, tiny_demo_overrides
 from mmsoftpool.datasets.demo import generate_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,24 +87,14 @@ def installed(tmp_path_factory):
          '--disable-pip-version-check', str(wheel)], tmp)
 
     user = tmp / 'project'
-    generate_demo_dataset(str(user / 'data'), num_train=2, num_val=2,
-                          image_size=96)
+    generate_demo_dataset(str(user / 'data'), **TINY_DEMO)
     located = run([python, '-c', 'import mmsoftpool; print(mmsoftpool.__file__)'],
                   user).stdout.strip()
     assert located.startswith(str(site)), located
     return python, user, Path(located).parent
 
 
-TINY = """\
-    data_root = 'data/'
-    train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))
-    val_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))
-    test_dataloader = val_dataloader
-    val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-    test_evaluator = val_evaluator
-    train_cfg = dict(max_epochs=1, val_interval=1)
-    model = dict(test_cfg=dict(score_thr=0.0))
-    """
+TINY = tiny_demo_overrides('data/')
 
 
 def user_env():
@@ -119,7 +109,7 @@ def test_package_entry_point_with_a_packaged_base(installed):
     python, user, _ = installed
     (user / 'mine.py').write_text(
         "_base_ = 'mmsoftpool::demo/retinanet_r18_softpool_demo.py'\n" +
-        textwrap.dedent(TINY))
+        TINY)
     log = run([python, '-m', 'mmsoftpool.tools.train', 'mine.py',
                '--work-dir', 'work_mine'], user, user_env())
     assert 'coco/bbox_mAP:' in log.stdout + log.stderr
@@ -137,7 +127,7 @@ def test_mmdet_tools_with_a_base_by_path_then_test_and_inference(installed):
     (user / 'by_path.py').write_text(
         f'_base_ = {str(base)!r}\n'
         "custom_imports = dict(imports=['mmsoftpool'], "
-        'allow_failed_imports=False)\n' + textwrap.dedent(TINY))
+        'allow_failed_imports=False)\n' + TINY)
     run([python, osp.join(mmdet_tools, 'train.py'), 'by_path.py',
          '--work-dir', 'work_path'], user, user_env())
     checkpoint = (user / 'work_path' / 'last_checkpoint').read_text().strip()

@@ -39,11 +39,13 @@ pipeline = [
     dict(type='RandomFlip', prob=0.5),  # draws from numpy's global RNG
     dict(type='PackDetInputs')
 ]
+# the generator's arguments of the data made by make_data: checked on use
+demo = dict(num_train=4, num_val=2, image_size=96)
 train_dataloader = dict(
-    batch_size=2, dataset=dict(data_root=data_root, pipeline=pipeline))
+    batch_size=2, dataset=dict(data_root=data_root, pipeline=pipeline, **demo))
 val_dataloader = dict(
     batch_size=2,
-    dataset=dict(data_root=data_root, pipeline=pipeline[:3] + [
+    dataset=dict(data_root=data_root, **demo, pipeline=pipeline[:3] + [
         dict(type='PackDetInputs',
              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                         'scale_factor'))

@@ -278,6 +278,21 @@ def test_ceil_mode_rule_of_pytorch():
     assert F.max_pool1d(x, 2, 2, 1, ceil_mode=True).shape[-1] == 3
 
 
+@pytest.mark.parametrize('dim,shape,kernel,stride,padding,ceil_mode', CASES)
+def test_fake_follows_max_pool_shape_and_strides(dim, shape, kernel, stride, padding,
+                                                 ceil_mode):
+    """The Python output-size rule (the fake, used by torch.compile and
+    export) against PyTorch's, as the C++ one is in the tests above."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    x = torch.randn(shape)
+    expected = MAX_POOL[dim](x, kernel, stride, padding, ceil_mode=ceil_mode)
+    with FakeTensorMode() as mode:
+        output, log_norm = torch.ops.mmsoftpool.soft_pool_forward(
+            mode.from_tensor(x), kernel, stride, padding, ceil_mode)
+    assert output.shape == expected.shape == log_norm.shape
+    assert output.stride() == expected.stride()
+
+
 def test_double_backward_says_unsupported():
     x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
     (dx, ) = torch.autograd.grad(soft_pool2d(x, 2).sum(), x, create_graph=True)

@@ -1,11 +1,13 @@
 """Train and evaluate a detector on the generated demo dataset, on CPU.
 
-Creates the dataset on first use, trains with ``tools/train.py`` and a config
-under ``configs/demo/`` (mmdet's CocoMetric scores the val split during and at
-the end of training), then writes beside the run:
+Loads a config under ``configs/demo/``, points its datasets and evaluators at
+``--data-root`` (the dataset is generated there on first use) and trains it
+in this process with MMEngine's Runner, built as ``tools/train.py`` builds it
+(mmdet's CocoMetric scores the val split during and at the end of training).
+Then it writes beside the run:
 
-* ``metrics.json``: the final validation metrics, keyed as CocoMetric names
-  them (``coco/bbox_mAP``, ``coco/bbox_mAP_50``, ...);
+* ``metrics.json``: the metrics of the last validation, keyed as CocoMetric
+  names them (``coco/bbox_mAP``, ``coco/bbox_mAP_50``, ...);
 * ``results.bbox.json`` (and ``results.segm.json``): the val predictions in
   COCO's result format, as CocoMetric dumped them;
 * ``predictions.png``: ground truth (left) and predictions (right) on a few
@@ -16,18 +18,26 @@ Example::
     python tools/demo.py --detector retinanet --pool softpool
 """
 import argparse
-import glob
 import json
 import os.path as osp
-import subprocess
-import sys
 import time
 
+import cv2
+import mmcv
+import numpy as np
+import torch
+from mmdet.structures import DetDataSample
+from mmdet.visualization import DetLocalVisualizer
+from mmengine.hooks import Hook
+from mmengine.structures import InstanceData
+from pycocotools import mask as mask_utils
+
+from mmsoftpool.datasets import ensure_demo_dataset
+from mmsoftpool.tools.launch import (CfgOptions, UserError, load_config,
+                                     run_tool)
+from mmsoftpool.tools.train import build_runner
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)  # run from a checkout without installing
-
-from mmsoftpool.datasets import ensure_demo_dataset  # noqa: E402
-
 CONFIGS = {
     ('retinanet', 'softpool'): 'retinanet_r18_softpool_demo.py',
     ('retinanet', 'max'): 'retinanet_r18_maxpool_demo.py',
@@ -73,37 +83,41 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        default=[],
-        help='passed on to tools/train.py, e.g. train_cfg.max_epochs=2')
+        action=CfgOptions,
+        help='overrides of the config, e.g. train_cfg.max_epochs=2')
     args = parser.parse_args(argv)
     if args.show_images < 1:
         parser.error(f'--show-images must be positive, got {args.show_images}')
     return args
 
 
-def read_final_metrics(work_dir: str, since: float) -> dict:
-    """CocoMetric's values from the last validation of the run just made.
+def use_demo_data(cfg, data_root: str, num_train: int, num_val: int) -> dict:
+    """Point every dataloader and evaluator of ``cfg`` at the demo dataset
+    under ``data_root``, generated with ``num_train`` and ``num_val`` images
+    (made now if it is missing); returns its annotation files."""
+    try:
+        ann_files = ensure_demo_dataset(data_root, num_train, num_val)
+    except (FileNotFoundError, ValueError) as err:  # not the data asked for
+        raise UserError(str(err)) from None
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.update(
+            data_root=osp.join(data_root, ''),
+            num_train=num_train,
+            num_val=num_val)
+    for split in ('val', 'test'):
+        cfg[f'{split}_evaluator'].ann_file = ann_files['val']
+    return ann_files
 
-    MMEngine's LoggerHook appends each validation result to
-    ``<work_dir>/<timestamp>/vis_data/scalars.json``, and its training loop
-    always validates after the last epoch.
-    """
-    logs = [
-        path for path in glob.glob(
-            osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-        if osp.getmtime(path) >= since
-    ]
-    if not logs:
-        raise FileNotFoundError(
-            f'no scalars.json written under {work_dir} by this run')
-    log = max(logs, key=osp.getmtime)
-    with open(log) as f:
-        vals = [r for r in map(json.loads, f) if 'coco/bbox_mAP' in r]
-    if not vals:
-        raise ValueError(
-            f'{log} holds no COCO metric: CocoMetric found no detection to '
-            'evaluate (see the log above)')
-    return {k: v for k, v in vals[-1].items() if k.startswith('coco/')}
+
+class LastValidation(Hook):
+    """Keeps the metrics of the run's last validation (ValLoop passes them
+    to ``after_val_epoch``)."""
+
+    def __init__(self):
+        self.metrics = {}
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.metrics = dict(metrics or {})
 
 
 def format_table(metrics: dict) -> str:
@@ -121,12 +135,6 @@ def format_table(metrics: dict) -> str:
 
 def _instances(records, labels, image_shape, scale, with_masks):
     """COCO-format annotations or results as mmdet's InstanceData, scaled."""
-    import cv2
-    import numpy as np
-    import torch
-    from mmengine.structures import InstanceData
-    from pycocotools import mask as mask_utils
-
     instances = InstanceData()
     instances.bboxes = scale * torch.tensor(
         [[x, y, x + w, y + h] for x, y, w, h in (r['bbox'] for r in records)],
@@ -150,26 +158,20 @@ def _instances(records, labels, image_shape, scale, with_masks):
     return instances
 
 
-def draw_predictions(config: str, result_file: str, ann_file: str,
+def draw_predictions(metainfo: dict, result_file: str, ann_file: str,
                      img_dir: str, out_file: str, num_images: int,
                      scale: int = 3) -> None:
     """Ground truth beside predictions for the first val images, one PNG.
 
-    The 128x128 images are enlarged ``scale`` times so that labels and
-    scores stay readable.
+    ``metainfo`` is the val dataset's (classes and palette). The 128x128
+    images are enlarged ``scale`` times so that labels and scores stay
+    readable.
     """
-    import mmcv
-    import numpy as np
-    from mmdet.structures import DetDataSample
-    from mmdet.visualization import DetLocalVisualizer
-    from mmengine.config import Config
-
     with open(ann_file) as f:
         coco = json.load(f)
     with open(result_file) as f:
         results = json.load(f)
     # Labels as mmdet's CocoDataset numbers them: by the config's classes.
-    metainfo = Config.fromfile(config).val_dataloader.dataset.metainfo
     classes = list(metainfo['classes'])
     labels = {c['id']: classes.index(c['name']) for c in coco['categories']}
     with_masks = bool(results) and 'segmentation' in results[0]
@@ -207,34 +209,31 @@ def main(argv=None):
                       CONFIGS[(args.detector, args.pool)])
     work_dir = args.work_dir or osp.join('work_dirs', 'demo',
                                          f'{args.detector}_{args.pool}')
-    ann_files = ensure_demo_dataset(args.data_root, args.num_train,
-                                    args.num_val)
-    data_root = args.data_root.rstrip('/') + '/'
-    outfile_prefix = osp.join(work_dir, 'results')
-    overrides = [
-        f'train_dataloader.dataset.data_root={data_root}',
-        f'val_dataloader.dataset.data_root={data_root}',
-        f'test_dataloader.dataset.data_root={data_root}',
-        f'val_evaluator.ann_file={ann_files["val"]}',
-        f'test_evaluator.ann_file={ann_files["val"]}',
-        # CocoMetric dumps its COCO-format results there at each validation.
-        f'val_evaluator.outfile_prefix={outfile_prefix}',
-    ] + args.cfg_options
-    command = [
-        sys.executable,
-        osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
-        work_dir, '--cfg-options', *overrides
-    ]
-    print('[demo] ' + ' '.join(command), flush=True)
+    cfg = load_config(config, args.cfg_options, work_dir, 'none')
+    ann_files = use_demo_data(cfg, args.data_root, args.num_train,
+                              args.num_val)
+    # CocoMetric dumps its COCO-format results there at each validation.
+    outfile_prefix = osp.join(cfg.work_dir, 'results')
+    cfg.val_evaluator.outfile_prefix = outfile_prefix
+
     start = time.time()
-    status = subprocess.run(command).returncode
-    if status != 0:
-        sys.exit(f'[demo] tools/train.py failed with exit status {status}; '
-                 'its log is above')
+    runner = build_runner(cfg)
+    last_validation = LastValidation()
+    runner.register_hook(last_validation, priority='LOWEST')
+    runner.train()
     train_seconds = time.time() - start
 
-    metrics = read_final_metrics(work_dir, start)
-    metrics_file = osp.join(work_dir, 'metrics.json')
+    metrics = {
+        k: v
+        for k, v in last_validation.metrics.items() if k.startswith('coco/')
+    }
+    if 'coco/bbox_mAP' not in metrics:
+        raise UserError(
+            'the last validation gave no COCO metric: CocoMetric found no '
+            'detection to evaluate (see the log above); train longer, or keep '
+            'every box: --cfg-options model.test_cfg.score_thr=0.0 '
+            '(model.test_cfg.rcnn.score_thr=0.0 for Mask R-CNN)')
+    metrics_file = osp.join(cfg.work_dir, 'metrics.json')
     with open(metrics_file, 'w') as f:
         json.dump(metrics, f, indent=2)
 
@@ -245,17 +244,17 @@ def main(argv=None):
         result_file = f'{outfile_prefix}.bbox.json'
     if not osp.isfile(result_file) or osp.getmtime(result_file) < start:
         raise FileNotFoundError(f'{result_file} was not written by this run')
-    png_file = osp.join(work_dir, 'predictions.png')
-    draw_predictions(config, result_file, ann_files['val'],
-                     osp.join(args.data_root, 'val'), png_file,
-                     args.show_images)
+    png_file = osp.join(cfg.work_dir, 'predictions.png')
+    draw_predictions(cfg.val_dataloader.dataset.metainfo, result_file,
+                     ann_files['val'], osp.join(args.data_root, 'val'),
+                     png_file, args.show_images)
 
     print(f'\n[demo] {args.detector}, {args.pool} pooling: COCO AP on the '
           f'{args.num_val} val images\n' + format_table(metrics))
     print(f'[demo] metrics: {metrics_file}\n[demo] predictions: {png_file}')
-    print(f'[demo] wall time: {train_seconds / 60:.1f} min in tools/train.py, '
+    print(f'[demo] wall time: {train_seconds / 60:.1f} min training, '
           f'{(time.time() - demo_start) / 60:.1f} min in all')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -3,7 +3,5 @@
 _base_ = './retinanet_r18_maxpool_demo.py'
 
 custom_imports = dict(imports=['mmsoftpool'], allow_failed_imports=False)
-model = dict(
-    backbone=dict(
-        type='SoftPoolResNet',
-        stem_pool_cfg=dict(type='SoftPool2d', kernel_size=2, stride=2)))
+# SoftPoolResNet's stem is a 2x2, stride-2 SoftPool by default.
+model = dict(backbone=dict(type='SoftPoolResNet'))

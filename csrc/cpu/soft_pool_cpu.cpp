@@ -101,8 +101,8 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                                   const at::Tensor& log_norm, c10::IntArrayRef kernel_size,
                                   c10::IntArrayRef stride, c10::IntArrayRef padding,
                                   bool ceil_mode) {
-  const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
-  check_backward_arguments(grad_output, input, log_norm, g);
+  const PoolGeometry g =
+      make_backward_geometry(grad_output, input, log_norm, kernel_size, stride, padding, ceil_mode);
   const auto format = pooling_memory_format(input);
   // Accumulate in the accumulation type; reduced precision is rounded once at the end.
   at::Tensor grad_input = at::empty(

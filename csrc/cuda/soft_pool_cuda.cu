@@ -167,9 +167,9 @@ at::Tensor soft_pool_backward_cuda(const at::Tensor& grad_output, const at::Tens
                                    const at::Tensor& log_norm, c10::IntArrayRef kernel_size,
                                    c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    bool ceil_mode) {
-  const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
+  const PoolGeometry g =
+      make_backward_geometry(grad_output, input, log_norm, kernel_size, stride, padding, ceil_mode);
   const c10::cuda::CUDAGuard guard(input.device());
-  check_backward_arguments(grad_output, input, log_norm, g);
   const auto format = pooling_memory_format(input);
   at::Tensor grad_input = at::empty(input.sizes(), input.options().memory_format(format));
   if (grad_output.numel() == 0 || input.numel() == 0) return grad_input.zero_();

@@ -15,15 +15,12 @@ MMPretrain is an optional extra (``pip install mmsoftpool[cls]``). Where it
 is not installed this module is empty and ``import mmsoftpool`` still works;
 where it is installed but broken, its import error is raised, not hidden.
 """
+from ..optional import is_installed
 from .pool_slots import (DENSENET_POOL_SLOTS, INCEPTION_V3_POOL_SITES,
                          RESNET_POOL_SLOTS)
 from .pool_swap import PoolSwapMixin
 
-try:
-    import mmpretrain  # noqa: F401
-except ModuleNotFoundError as error:
-    if error.name != 'mmpretrain':
-        raise  # mmpretrain is there but one of its own imports failed
+if not is_installed('mmpretrain'):
     __all__ = []
 else:
     from mmpretrain.models.backbones import (DenseNet, InceptionV3, ResNet,

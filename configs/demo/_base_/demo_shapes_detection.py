@@ -1,7 +1,9 @@
 # The generated demo dataset (mmsoftpool/datasets/demo.py), read by mmdet's
-# own CocoDataset (DemoShapesCocoDataset adds only that the data is generated
-# under data_root on first use) and scored by its CocoMetric; images are
-# 128x128 and are kept at that size.
+# own CocoDataset and scored by its CocoMetric; images are 128x128 and are
+# kept at that size. DemoShapesCocoDataset adds only that the data is
+# generated under data_root on first use, and checked after: a data_root made
+# with other generator arguments (num_train, num_val, image_size, seed, which
+# a dataset dict may set; the generator's defaults here) is an error.
 dataset_type = 'DemoShapesCocoDataset'
 data_root = 'data/demo/'
 metainfo = dict(

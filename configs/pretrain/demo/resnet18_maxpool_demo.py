@@ -1,14 +1,14 @@
 # ResNet-18 classifier (MMPretrain's, max-pool stem) trained from scratch on
 # the generated shapes: 3 classes (circle, square, triangle), 32x32 images, 100
 # train and 30 val images a class, made under data/demo_cls on first use
-# (mmsoftpool/datasets/classification_demo.py). 60 iterations: a few minutes
-# on 2 CPU cores.
+# (DemoShapesDataset, mmsoftpool/datasets/demo.py). 60 iterations: a few
+# minutes on 2 CPU cores.
 _base_ = [
     'mmpretrain::_base_/models/resnet18.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(
-    imports=['mmsoftpool', 'mmsoftpool.datasets.classification_demo'],
+    imports=['mmsoftpool'],
     allow_failed_imports=False)
 
 num_classes = 3

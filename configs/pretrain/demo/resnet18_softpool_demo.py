@@ -4,7 +4,5 @@
 # (configs/retinanet/retinanet_r18_softpool.py); see docs/classification.md.
 _base_ = './resnet18_maxpool_demo.py'
 
-model = dict(
-    backbone=dict(
-        type='SoftPoolResNet',
-        stem_pool_cfg=dict(type='SoftPool2d', kernel_size=2, stride=2)))
+# SoftPoolResNet's stem is a 2x2, stride-2 SoftPool by default.
+model = dict(backbone=dict(type='SoftPoolResNet'))
