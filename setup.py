@@ -130,6 +130,9 @@ setup(
     install_requires=['torch>=2.4', 'mmengine>=0.10', 'mmcv>=2.0,<2.2', 'mmdet>=3.0'],
     extras_require={
         'cls': ['mmpretrain>=1.0'],
+        # ONNX export, onnx.checker and ONNX Runtime (tools/deployment/export.py);
+        # the versions verified together are pinned in requirements/stack.txt
+        'deploy': ['onnx>=1.23', 'onnxscript>=0.7', 'onnxruntime>=1.31'],
         'tests': ['pytest', 'scikit-image', 'statsmodels'],
     },
     ext_modules=[make_extension()],

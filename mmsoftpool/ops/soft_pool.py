@@ -119,18 +119,22 @@ def pool_args(caller: str, dim: int, kernel_size: IntOrTuple,
     return PoolArgs(kernel, stride, padding, bool(ceil_mode))
 
 
-def pooled_size(size: int, kernel: int, stride: int, padding: int,
-                ceil_mode: bool) -> int:
+def pooled_size(size, kernel: int, stride: int, padding: int,
+                ceil_mode: bool):
     """Output length of one dimension, PyTorch's pooling rule.
 
-    With ``ceil_mode`` the last window is dropped when it would start at or
-    beyond the input plus left padding, so no window lies entirely in padding.
+    With ``ceil_mode`` the last window may hang over the right padding but
+    must start inside the input or its left padding. Written without a branch
+    on ``size``, so that it also serves symbolic sizes (the fake under
+    dynamic shapes, the export decomposition).
     """
-    out = (size + 2 * padding - kernel +
-           (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
+    if not ceil_mode:
+        return (size + 2 * padding - kernel) // stride + 1
+    last_fitting = (size + 2 * padding - kernel + stride - 1) // stride
+    last_starting_inside = (size + padding - 1) // stride
+    if stride <= kernel - padding:  # then the second bound is never smaller
+        return last_fitting + 1
+    return torch.sym_min(last_fitting, last_starting_inside) + 1
 
 
 def _output_shape(input: Tensor, args: PoolArgs) -> Tuple[int, ...]:

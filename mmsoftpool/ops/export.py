@@ -1,0 +1,107 @@
+"""SoftPool in standard operators, for export (ONNX, ``torch.export``).
+
+The compiled kernels stay the eager and training path; this decomposition is
+what an exported graph holds instead of ``mmsoftpool::soft_pool_forward``.
+It is exact in the kernels' sense (``csrc/window.h``), per window R clipped to
+the input: ``m = max_R x``, ``y = m + sum_i e_i (x_i - m) / sum_i e_i`` with
+``e_i = exp(x_i - m)``; a NaN cell gives NaN, an infinite maximum gives
+``y = m`` (log_norm 0), -inf cells take no weight; float32 accumulation for
+half types. Cells outside the input are masked out by index arithmetic, never
+padded with -inf (``0 * -inf`` is NaN).
+
+Importing :mod:`mmsoftpool.ops` registers it where ``torch.onnx.export(...,
+dynamo=True)`` looks, so a plain export works; :func:`export_decompositions`
+is the table for ``ExportedProgram.run_decompositions``.
+"""
+from typing import List, Sequence
+
+import torch
+import torch._decomp
+from torch import Tensor
+from torch._prims_common import suggest_memory_format
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+from .soft_pool import _accumulation_dtype, _forward_fake, pooled_size
+
+_FORWARD = torch.ops.mmsoftpool.soft_pool_forward.default
+
+
+def soft_pool_forward_decomposition(input: Tensor, kernel_size: Sequence[int],
+                                    stride: Sequence[int],
+                                    padding: Sequence[int], ceil_mode: bool):
+    """``soft_pool_forward`` (output and log_norm) in standard operators."""
+    dim = len(kernel_size)
+    x = input.to(_accumulation_dtype(input.dtype))
+    lead = x.dim() - dim  # the (N, C) dims, kept as they are
+    masks: List[Tensor] = []
+    for j in range(dim):
+        axis = lead + 2 * j  # the dims before it are (windows, cells) pairs
+        size = x.shape[axis]
+        k, s, p = int(kernel_size[j]), int(stride[j]), int(padding[j])
+        windows = pooled_size(size, k, s, p, ceil_mode)
+        # input position of cell c of window w: w * s - p + c
+        position = (torch.arange(windows, device=x.device) * s - p).unsqueeze(1) + \
+            torch.arange(k, device=x.device).unsqueeze(0)
+        masks.append((position >= 0) & (position < size))
+        x = x.index_select(axis, position.clamp(0, size - 1).reshape(-1))
+        x = x.unflatten(axis, (windows, k))
+    # (*lead, o1, k1, ..., od, kd) -> (*lead, o1..od, k1..kd). The cells stay
+    # in d dims: flattening them is a reshape whose target dynamic-shape
+    # export can bake in.
+    window = x.permute(
+        list(range(lead)) + [lead + 2 * j for j in range(dim)] +
+        [lead + 2 * j + 1 for j in range(dim)])
+    valid = None
+    for j, mask in enumerate(masks):  # (o_j, k_j) -> broadcast over the rest
+        for axis in range(2 * dim):
+            if axis not in (j, dim + j):
+                mask = mask.unsqueeze(axis)
+        valid = mask if valid is None else valid & mask
+    cells = tuple(range(-dim, 0))
+    # Python scalars: a tensor constant made here is a lift_fresh_copy, which
+    # run_decompositions (functional graphs only) refuses.
+    is_nan = torch.isnan(window)
+    has_nan = torch.any(is_nan & valid, dim=cells)
+    m = torch.where(valid & ~is_nan, window, float('-inf')).amax(cells, keepdim=True)
+    finite = torch.isfinite(m)
+    shifted = window - torch.where(finite, m, 0.0)
+    e = torch.where(valid, torch.exp(shifted), 0.0)
+    total = e.sum(cells)
+    weighted = torch.where(e != 0, e * shifted, 0.0).sum(cells)  # no 0 * -inf
+    m, finite = m.squeeze(cells), finite.squeeze(cells)
+    output = torch.where(has_nan, float('nan'),
+                         torch.where(finite, m + weighted / total, m))
+    log_norm = torch.where(has_nan, float('nan'),
+                           torch.where(finite, torch.log(total), 0.0))
+    memory_format = suggest_memory_format(input)  # the strides of the fake
+    return (output.to(input.dtype).contiguous(memory_format=memory_format),
+            log_norm.contiguous(memory_format=memory_format))
+
+
+def _table_entry(input, kernel_size, stride, padding, ceil_mode):
+    """What the global table answers. FakeTensorMode prefers a table entry
+    over the op's ``register_fake`` when sizes are symbolic (torch.compile
+    with dynamic shapes): outside make_fx tracing, which is where export
+    decomposes, the op's own fake answers, with its checks."""
+    if get_proxy_mode() is None and isinstance(input, FakeTensor):
+        return _forward_fake(input, kernel_size, stride, padding, ceil_mode)
+    return soft_pool_forward_decomposition(input, kernel_size, stride, padding,
+                                           ceil_mode)
+
+
+def export_decompositions():
+    """``torch.export``'s default table plus this op:
+    ``ep.run_decompositions(export_decompositions())`` gives a graph of core
+    ATen operators without ``mmsoftpool::soft_pool_forward``."""
+    table = torch.export.default_decompositions()
+    table[_FORWARD] = soft_pool_forward_decomposition
+    return table
+
+
+# torch 2.14's ONNX exporter decomposes with torch.export.default_decompositions()
+# chained with torch._decomp.decomposition_table
+# (torch/onnx/_internal/exporter/_decomp.py). Writing into that table is
+# private API, but it is the one place a plain torch.onnx.export(...,
+# dynamo=True) reads; the eager dispatch of the op is unchanged by it.
+torch._decomp.decomposition_table.setdefault(_FORWARD, _table_entry)

@@ -1,0 +1,203 @@
+"""Export a SoftPool model to ONNX or to a torch.export program, and check it.
+
+    python tools/deployment/export.py CONFIG CHECKPOINT --format onnx \
+        --shape 1 3 512 512 [--dynamic] [--out FILE] [--benchmark 20]
+
+What is exported is the network's tensor graph, from the preprocessed image
+(normalised, padded, (N, 3, H, W)) to its raw outputs, as MMDeploy exports it
+before post-processing:
+
+* a one-stage MMDetection detector (RetinaNet): backbone + neck + head, the
+  classification scores and box regressions of every FPN level; box decoding
+  and NMS stay in the application (mmdet's ``bbox_head.predict_by_feat``);
+* an MMPretrain classifier: the class scores.
+
+Two-stage detectors (Mask R-CNN) are refused: their RoI heads run mmcv's
+RoIAlign, which has no decomposition for this exporter.
+
+SoftPool leaves the graph as standard operators (``mmsoftpool.ops.export``).
+The exported model is then run on a random input beside PyTorch eager and the
+largest difference printed; ``--format onnx`` also passes ``onnx.checker`` and
+runs in ONNX Runtime (CPU). ``--benchmark N`` times both (median of N).
+"""
+import argparse
+import os.path as osp
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import mmsoftpool
+from mmsoftpool.tools.launch import CfgOptions, UserError, load_config, run_tool
+
+
+class TensorOutputs(nn.Module):
+    """The model's tensor graph, its outputs as one flat tuple."""
+
+    def __init__(self, model: nn.Module, kind: str):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, image):
+        if self.kind == 'classifier':
+            return (self.model(image, mode='tensor'), )
+        cls_scores, bbox_preds = self.model._forward(image)
+        return (*cls_scores, *bbox_preds)
+
+    def output_names(self, outputs) -> list:
+        if self.kind == 'classifier':
+            return ['cls_score']
+        levels = len(outputs) // 2
+        return ([f'cls_score_{i}' for i in range(levels)] +
+                [f'bbox_pred_{i}' for i in range(levels)])
+
+
+def build(cfg, checkpoint: str):
+    """The eval-mode model of ``cfg`` with ``checkpoint`` (safe loading) on
+    CPU, and what kind of model it is."""
+    if cfg.get('default_scope') == 'mmpretrain':
+        from mmpretrain.apis import init_model
+        return init_model(cfg, checkpoint, device='cpu'), 'classifier'
+    from mmdet.apis import init_detector
+    if 'roi_head' in cfg.model:
+        raise UserError(
+            f'{cfg.model.type} is a two-stage detector: its RoI heads run '
+            "mmcv's RoIAlign, which this exporter cannot turn into standard "
+            'operators; export a one-stage detector (RetinaNet) or a '
+            'classifier')
+    model = init_detector(cfg, checkpoint, device='cpu')
+    if not hasattr(model, 'bbox_head'):
+        raise UserError(f'{cfg.model.type}: only one-stage detectors with a '
+                        'bbox_head are exported')
+    return model, 'detector'
+
+
+def dynamic_shapes(dynamic: bool):
+    if not dynamic:
+        return None
+    # AUTO lets torch.export find the constraints (e.g. the FPN's multiples of
+    # 32) instead of failing on them
+    auto = torch.export.Dim.AUTO
+    return ({0: auto, 2: auto, 3: auto}, )
+
+
+def export_onnx(wrapper, image, out, dynamic):
+    import onnx
+    names = wrapper.output_names(wrapper(image))
+    program = torch.onnx.export(
+        wrapper, (image, ), dynamo=True, input_names=['input'],
+        output_names=names, dynamic_shapes=dynamic_shapes(dynamic))
+    program.save(out)
+    model = onnx.load(out)
+    onnx.checker.check_model(model, full_check=True)
+    op_types = sorted({(n.domain or 'ai.onnx', n.op_type) for n in model.graph.node})
+    foreign = [f'{d}::{t}' for d, t in op_types if d != 'ai.onnx']
+    if foreign or model.functions:
+        raise UserError(f'{out}: non-standard ONNX nodes {foreign} or functions '
+                        f'{[f.name for f in model.functions]} in the graph')
+    print(f'[export] ONNX operators: {", ".join(t for _, t in op_types)}')
+
+    import onnxruntime
+    session = onnxruntime.InferenceSession(out, providers=['CPUExecutionProvider'])
+
+    def run(x):
+        return [torch.from_numpy(o) for o in session.run(None, {'input': x.numpy()})]
+
+    return run
+
+
+def export_pt2(wrapper, image, out, dynamic):
+    # A dynamic dim of size 1 in the example (batch 1) would be specialised
+    # to 1; the ONNX exporter avoids that with the same (private) setting.
+    from torch.fx.experimental import _config as fx_config
+    with fx_config.patch(backed_size_oblivious=dynamic):
+        program = torch.export.export(wrapper, (image, ),
+                                      dynamic_shapes=dynamic_shapes(dynamic))
+        program = program.run_decompositions(mmsoftpool.export_decompositions())
+    leftover = [n for n in program.graph.nodes if 'mmsoftpool' in str(n.target)]
+    if leftover:
+        raise UserError(f'SoftPool nodes left in the graph: {leftover}')
+    torch.export.save(program, out)
+    module = torch.export.load(out).module()
+
+    def run(x):
+        with torch.no_grad():
+            return list(module(x))
+
+    return run
+
+
+def check(run, wrapper, image, out, tolerance):
+    """Runs the exported model beside PyTorch on ``image``; the largest
+    difference must be within ``tolerance`` of the largest output."""
+    with torch.no_grad():
+        expected = wrapper(image)
+    got = run(image)
+    scale = max(1.0, max(float(e.abs().max()) for e in expected))
+    worst = max(float((g - e).abs().max()) for g, e in zip(got, expected))
+    print(f'[export] {out} at {tuple(image.shape)}: {len(got)} outputs, max '
+          f'|exported - PyTorch| = {worst:.3g} ({worst / scale:.3g} of '
+          f'max(1, largest output) = {scale:.3g})')
+    if worst > tolerance * scale:
+        raise UserError(f'the exported model differs from PyTorch by {worst:.3g}, '
+                        f'more than --tolerance {tolerance} x {scale:.3g}')
+
+
+def median_ms(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint', help='file or URL, read with safe loading')
+    parser.add_argument('--format', choices=('onnx', 'pt2'), default='onnx')
+    parser.add_argument('--shape', type=int, nargs=4, default=[1, 3, 512, 512],
+                        metavar=('N', 'C', 'H', 'W'), help='the example input')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='batch, height and width dynamic in the export')
+    parser.add_argument('--out', help='default: the config name + .onnx / .pt2')
+    parser.add_argument('--tolerance', type=float, default=1e-4,
+                        help='largest difference allowed, relative to the '
+                        'largest output magnitude')
+    parser.add_argument('--benchmark', type=int, default=0, metavar='N',
+                        help='also time the exported model and PyTorch eager')
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptions)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if min(args.shape) < 1:
+        raise UserError(f'--shape must be positive, got --shape {args.shape}')
+    cfg = load_config(args.config, args.cfg_options, None, 'none')
+    out = args.out or osp.splitext(osp.basename(args.config))[0] + f'.{args.format}'
+    model, kind = build(cfg, args.checkpoint)
+    wrapper = TensorOutputs(model, kind).eval()
+    image = torch.randn(*args.shape)
+    exporter = export_onnx if args.format == 'onnx' else export_pt2
+    run = exporter(wrapper, image, out, args.dynamic)
+    check(run, wrapper, image, out, args.tolerance)
+    if args.dynamic:  # another batch and size (multiples of 32 kept for FPNs)
+        n, c, h, w = args.shape
+        check(run, wrapper, torch.randn(n + 1, c, h + 32, w + 64), out,
+              args.tolerance)
+    if args.benchmark:
+        with torch.no_grad():
+            eager = median_ms(lambda: wrapper(image), args.benchmark)
+        exported = median_ms(lambda: run(image), args.benchmark)
+        runtime = 'onnxruntime' if args.format == 'onnx' else 'torch.export'
+        print(f'[export] latency at {tuple(args.shape)}, median of {args.benchmark}, '
+              f'{torch.get_num_threads()} threads: PyTorch eager {eager:.1f} ms, '
+              f'{runtime} {exported:.1f} ms')
+
+
+if __name__ == '__main__':
+    run_tool(main)
