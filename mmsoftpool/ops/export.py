@@ -40,6 +40,12 @@ def soft_pool_forward_decomposition(input: Tensor, kernel_size: Sequence[int],
         size = x.shape[axis]
         k, s, p = int(kernel_size[j]), int(stride[j]), int(padding[j])
         windows = pooled_size(size, k, s, p, ceil_mode)
+        if k == s and p == 0 and not ceil_mode:
+            # disjoint windows inside the input (the ResNet stem's 2x2, s2):
+            # a reshape, no gather, every cell valid
+            masks.append(None)
+            x = x.narrow(axis, 0, windows * k).unflatten(axis, (windows, k))
+            continue
         # input position of cell c of window w: w * s - p + c
         position = (torch.arange(windows, device=x.device) * s - p).unsqueeze(1) + \
             torch.arange(k, device=x.device).unsqueeze(0)
@@ -52,12 +58,14 @@ def soft_pool_forward_decomposition(input: Tensor, kernel_size: Sequence[int],
     window = x.permute(
         list(range(lead)) + [lead + 2 * j for j in range(dim)] +
         [lead + 2 * j + 1 for j in range(dim)])
-    valid = None
+    valid = torch.ones((), dtype=torch.bool, device=x.device)
     for j, mask in enumerate(masks):  # (o_j, k_j) -> broadcast over the rest
+        if mask is None:
+            continue
         for axis in range(2 * dim):
             if axis not in (j, dim + j):
                 mask = mask.unsqueeze(axis)
-        valid = mask if valid is None else valid & mask
+        valid = valid & mask
     cells = tuple(range(-dim, 0))
     # Python scalars: a tensor constant made here is a lift_fresh_copy, which
     # run_decompositions (functional graphs only) refuses.
