@@ -16,7 +16,5 @@ DEVICES = [
 
 
 def pytest_generate_tests(metafunc):
-    if 'device' in metafunc.fixturenames and not any(
-            'device' in marker.args[0]
-            for marker in metafunc.definition.iter_markers('parametrize')):
+    if 'device' in metafunc.fixturenames:
         metafunc.parametrize('device', DEVICES)

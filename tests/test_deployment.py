@@ -155,17 +155,19 @@ def test_eager_and_compile_still_run_the_kernels():
 def checkpoints(tmp_path_factory):
     """Randomly initialised checkpoints of the RetinaNet-R18 and ResNet-18
     classifier configs (the weights do not matter for parity)."""
+    from mmdet.registry import MODELS as DET_MODELS
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
+    from mmpretrain.registry import MODELS as CLS_MODELS
     folder = tmp_path_factory.mktemp('export')
     paths = {}
-    for key, config in (('retinanet', 'configs/retinanet/retinanet_r18_softpool.py'),
-                        ('classifier', 'configs/pretrain/resnet18-softpool_8xb32_in1k.py')):
+    for key, config, registry in (
+            ('retinanet', 'configs/retinanet/retinanet_r18_softpool.py', DET_MODELS),
+            ('classifier', 'configs/pretrain/resnet18-softpool_8xb32_in1k.py', CLS_MODELS)):
         cfg = Config.fromfile(osp.join(REPO, config))
-        init_default_scope(cfg.default_scope)
         cfg.model.backbone.init_cfg = None
         paths[key] = (osp.join(REPO, config), str(folder / f'{key}.pth'))
-        torch.save({'state_dict': MODELS.build(cfg.model).state_dict()}, paths[key][1])
+        # the library's own registry: no default scope left behind for other tests
+        torch.save({'state_dict': registry.build(cfg.model).state_dict()}, paths[key][1])
     return folder, paths
 
 

@@ -294,7 +294,13 @@ class _SoftPoolNd(nn.Module):
         self._args = pool_args(
             type(self).__name__, self._dim, kernel_size, stride, padding,
             ceil_mode)
-        self.kernel_size, self.stride, self.padding, self.ceil_mode = self._args
+
+    # Read-only views of the checked arguments: assigning one raises rather
+    # than being silently ignored by forward.
+    kernel_size = property(lambda self: self._args.kernel_size)
+    stride = property(lambda self: self._args.stride)
+    padding = property(lambda self: self._args.padding)
+    ceil_mode = property(lambda self: self._args.ceil_mode)
 
     def forward(self, input: Tensor) -> Tensor:
         return _soft_pool(input, self._args)

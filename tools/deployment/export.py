@@ -45,10 +45,10 @@ class TensorOutputs(nn.Module):
         cls_scores, bbox_preds = self.model._forward(image)
         return (*cls_scores, *bbox_preds)
 
-    def output_names(self, outputs) -> list:
+    def output_names(self) -> list:
         if self.kind == 'classifier':
             return ['cls_score']
-        levels = len(outputs) // 2
+        levels = self.model.bbox_head.prior_generator.num_levels
         return ([f'cls_score_{i}' for i in range(levels)] +
                 [f'bbox_pred_{i}' for i in range(levels)])
 
@@ -84,10 +84,10 @@ def dynamic_shapes(dynamic: bool):
 
 def export_onnx(wrapper, image, out, dynamic):
     import onnx
-    names = wrapper.output_names(wrapper(image))
     program = torch.onnx.export(
         wrapper, (image, ), dynamo=True, input_names=['input'],
-        output_names=names, dynamic_shapes=dynamic_shapes(dynamic))
+        output_names=wrapper.output_names(),
+        dynamic_shapes=dynamic_shapes(dynamic))
     program.save(out)
     model = onnx.load(out)
     onnx.checker.check_model(model, full_check=True)
