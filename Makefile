@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK_STAMP := $(VENV)/.stack-installed
 BUILD_STAMP := $(VENV)/.mmsoftpool-built
-SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
+SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu)
 DETECTOR ?= retinanet
 POOL ?= softpool
 # CUDA compile check (no GPU needed): nvcc, CUDA_HOME and the CUDA headers of torch's wheels.

@@ -25,12 +25,28 @@ def read_version():
     return namespace['__version__']
 
 
+# The vectorised kernels: compiled once per CPU capability by
+# BuildWithCpuCapabilities, the rest of the library once, for the baseline ISA.
+VECTOR_SOURCES = [
+    'csrc/cpu/rows.cpp', 'csrc/cpu/channels_last.cpp', 'csrc/cpu/exp_nonpositive.cpp'
+]
+
+
+def cpu_capabilities():
+    """(name, compiler flags) of each CPU capability the vectorised kernels
+    are built for: ATen's own set and flags (its cmake/Codegen.cmake). The
+    build for the capability ATen picks at run time runs (soft_pool_cpu.cpp)."""
+    capabilities = [('DEFAULT', [])]
+    if platform.machine() in ('x86_64', 'AMD64'):
+        capabilities += [('AVX2', ['-mavx2', '-mfma', '-mf16c']),
+                         ('AVX512', ['-mavx512f', '-mavx512bw', '-mavx512vl',
+                                     '-mavx512dq', '-mfma'])]
+    return capabilities
+
+
 def make_extension():
     import torch
-    sources = [
-        'csrc/soft_pool.cpp', 'csrc/cpu/soft_pool_cpu.cpp',
-        'csrc/cpu/soft_pool_cpu_vec.cpp'
-    ]
+    sources = ['csrc/soft_pool.cpp', 'csrc/cpu/soft_pool_cpu.cpp']
     # No -ffast-math: the kernels rely on IEEE infinities and NaNs.
     cxx_flags, link_flags = ['-O3'], []
     if torch.backends.openmp.is_available():
@@ -38,13 +54,8 @@ def make_extension():
         # the kernels would run on one thread (libgomp resolves to torch's).
         cxx_flags.append('-fopenmp')
         link_flags.append('-fopenmp')
-    if platform.machine() in ('x86_64', 'AMD64') and not os.getenv(
-            'MMSOFTPOOL_NO_AVX2'):
-        # ATen's at::vec picks its AVX2 implementation (Sleef exp/log from
-        # libtorch) from these macros; the build then needs an x86-64-v3 CPU.
-        cxx_flags += [
-            '-mavx2', '-mfma', '-mf16c', '-DCPU_CAPABILITY=AVX2', '-DCPU_CAPABILITY_AVX2'
-        ]
+    if len(cpu_capabilities()) > 1:
+        cxx_flags.append('-DMMSOFTPOOL_X86_CAPABILITIES')
     if torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1':
         sources.append('csrc/cuda/soft_pool_cuda.cu')
         return CUDAExtension(
@@ -57,6 +68,27 @@ def make_extension():
         sources,
         extra_compile_args=dict(cxx=cxx_flags),
         extra_link_args=link_flags)
+
+
+class BuildWithCpuCapabilities(BuildExtension):
+    """Compiles VECTOR_SOURCES once per CPU capability, with that capability's
+    flags and CPU_CAPABILITY macros (at::vec's implementation and the kernels'
+    namespace), into objects linked after the baseline ones, so that inline
+    functions the two share resolve to the baseline copy."""
+
+    def build_extension(self, ext):
+        cxx = ext.extra_compile_args['cxx']
+        ext.extra_objects = []
+        for name, flags in cpu_capabilities():
+            ext.extra_objects += self.compiler.compile(
+                VECTOR_SOURCES,
+                output_dir=os.path.join(self.build_temp, name.lower()),
+                include_dirs=ext.include_dirs,
+                extra_postargs=dict(
+                    cxx=cxx + [f'-DCPU_CAPABILITY={name}', f'-DCPU_CAPABILITY_{name}'] + flags,
+                    nvcc=[]),
+                depends=ext.depends)
+        super().build_extension(ext)
 
 
 # configs/, model-index.yml and tools/ go in the package under
@@ -142,7 +174,7 @@ setup(
             'mmsoftpool-test=mmsoftpool.tools.test:cli',
         ]
     },
-    cmdclass={'build_ext': BuildExtension, 'build_py': BuildPyWithConfigs},
+    cmdclass={'build_ext': BuildWithCpuCapabilities, 'build_py': BuildPyWithConfigs},
     options=BUILD_OPTIONS,
     zip_safe=False,
 )

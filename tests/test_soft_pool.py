@@ -392,6 +392,74 @@ def test_special_values_agree_across_kernels(device, memory_format):
     torch.testing.assert_close(results[0][1], results[1][1], equal_nan=True)
 
 
+# Tall inputs, one or a few planes: the vectorised backward works in chunks
+# of 16 output rows along H (D in 3-D), chunks sharing input rows in two
+# phases, and the forward splits rows over threads; rows or columns no window
+# reaches must come out as zeros.
+TALL_CASES = [
+    ((1, 1, 70, 37), (3, 3), 2, 1, False),
+    ((1, 3, 67, 41), (3, 3), 1, 1, True),
+    ((2, 2, 50, 33), (2, 2), 2, 0, False),
+    ((1, 2, 45, 30), (5, 2), (2, 3), (2, 1), True),
+    ((1, 2, 50, 20), (1, 2), (3, 2), 0, False),
+    ((1, 2, 40, 9, 37), (3, 3, 3), 2, 1, False),
+    ((1, 1, 35, 6, 20), (2, 1, 3), (1, 2, 2), (1, 0, 1), True),
+]
+
+
+def channels_last(x):
+    return x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else
+                        torch.channels_last_3d)
+
+
+@pytest.mark.parametrize('shape,kernel,stride,padding,ceil_mode', TALL_CASES)
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_vectorised_kernels_on_tall_inputs(shape, kernel, stride, padding, ceil_mode, layout,
+                                           dtype):
+    """Against the float64 reference, NaN/inf cells included, and the same
+    bits with 1, 2 and 3 threads (the sums' order is fixed)."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * 4
+    pool = SOFT_POOL[len(shape) - 2]
+    ref_x = x.to(dtype).double().clone().requires_grad_()
+    ref_y = soft_pool_reference(ref_x, kernel, stride, padding, ceil_mode)
+    grad = torch.randn(ref_y.shape, generator=gen, dtype=torch.float64)
+    (ref_dx, ) = torch.autograd.grad(ref_y, ref_x, grad)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            xv = x.to(dtype, copy=True)
+            xv = (channels_last(xv) if layout == 'channels_last' else xv).requires_grad_()
+            y = pool(xv, kernel, stride, padding, ceil_mode)
+            (dx, ) = torch.autograd.grad(y, xv, grad.to(dtype))
+            results.append((y, dx))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(results[0][0].double(), ref_y.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(results[0][1].double(), ref_dx, rtol=tol, atol=tol)
+    for y, dx in results[1:]:
+        assert torch.equal(y, results[0][0]) and torch.equal(dx, results[0][1])
+
+    # NaN, +inf and -inf cells: the vectorised kernels agree with the generic one.
+    where = torch.rand(shape, generator=gen) < 0.02
+    specials = torch.tensor([float('nan'), float('inf'), float('-inf')], dtype=torch.float64)
+    x[where] = specials[torch.randint(0, 3, (int(where.sum()), ), generator=gen)]
+    x = x.to(dtype)
+    layouts_ = [channels_last(x) if layout == 'channels_last' else x, strided_along_w(x)]
+    special = []
+    for xl in layouts_:
+        xl = xl.detach().requires_grad_()
+        y = pool(xl, kernel, stride, padding, ceil_mode)
+        (dx, ) = torch.autograd.grad(y, xl, grad.to(dtype))
+        special.append((y, dx))
+    torch.testing.assert_close(special[0][0], special[1][0], equal_nan=True, rtol=tol, atol=tol)
+    torch.testing.assert_close(special[0][1], special[1][1], equal_nan=True, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize('stride', [torch.tensor(2), np.int64(2), (2, np.int32(2)),
                                     [torch.tensor(2), 2]])
 def test_integers_are_accepted_as_max_pool_accepts_them(stride):

@@ -6,7 +6,9 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 
+#include <string>
 #include <tuple>
 
 #include "soft_pool_cpu.h"
@@ -77,6 +79,54 @@ void backward_kernel(const at::Tensor& grad5, const at::Tensor& input5,
   });
 }
 
+// The vectorised kernels of one CPU capability.
+struct VectorKernels {
+  const char* capability;
+  decltype(&DEFAULT::forward_rows) forward_rows;
+  decltype(&DEFAULT::backward_rows) backward_rows;
+  decltype(&DEFAULT::forward_channels) forward_channels;
+  decltype(&DEFAULT::backward_channels) backward_channels;
+  decltype(&DEFAULT::exp_nonpositive) exp_nonpositive;
+};
+
+#define MMSOFTPOOL_VECTOR_KERNELS(capability)                                                 \
+  VectorKernels {                                                                             \
+    #capability, &capability::forward_rows, &capability::backward_rows,                     \
+        &capability::forward_channels, &capability::backward_channels,                      \
+        &capability::exp_nonpositive                                                         \
+  }
+
+// The build for the capability ATen runs its own kernels with: the best the
+// CPU has, or the one ATEN_CPU_CAPABILITY names (read once, at first use).
+const VectorKernels& vector_kernels() {
+  static const VectorKernels kernels = [] {
+#ifdef MMSOFTPOOL_X86_CAPABILITIES
+    const std::string capability = at::get_cpu_capability();
+    if (capability == "AVX512") return MMSOFTPOOL_VECTOR_KERNELS(AVX512);
+    if (capability == "AVX2") return MMSOFTPOOL_VECTOR_KERNELS(AVX2);
+#endif
+    return MMSOFTPOOL_VECTOR_KERNELS(DEFAULT);
+  }();
+  return kernels;
+}
+
+enum class VectorPath { kRows, kChannels, kNone };
+
+// Which vectorised kernel fits. Output, log_norm and gradient are allocated in
+// `format`, so they are contiguous along W (rows) or C (channels) too.
+VectorPath vector_path(const at::Tensor& input5, const PoolGeometry& g, at::MemoryFormat format) {
+  const auto dtype = input5.scalar_type();
+  if ((dtype != at::kFloat && dtype != at::kDouble) || g.cells > kMaxVectorCells)
+    return VectorPath::kNone;
+  // A row split by phase holds `stride` entries an output column: with a
+  // stride beyond the cell limit it would be far larger than the row.
+  if (format == at::MemoryFormat::Contiguous && input5.stride(4) == 1 &&
+      g.stride[2] <= kMaxVectorCells)
+    return VectorPath::kRows;
+  if (format != at::MemoryFormat::Contiguous && input5.stride(1) == 1) return VectorPath::kChannels;
+  return VectorPath::kNone;
+}
+
 std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cpu(const at::Tensor& input,
                                                          c10::IntArrayRef kernel_size,
                                                          c10::IntArrayRef stride,
@@ -89,7 +139,12 @@ std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cpu(const at::Tensor& input
   const auto format = pooling_memory_format(input);
   const at::Tensor input5 = as_5d(input);
   at::Tensor output5 = as_5d(output), log_norm5 = as_5d(log_norm);
-  if (!forward_vectorized(input5, output5, log_norm5, g, format)) {
+  const VectorPath path = vector_path(input5, g, format);
+  if (path == VectorPath::kRows) {
+    vector_kernels().forward_rows(input5, output5, log_norm5, g);
+  } else if (path == VectorPath::kChannels) {
+    vector_kernels().forward_channels(input5, output5, log_norm5, g);
+  } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, input.scalar_type(), "soft_pool_forward_cpu",
         [&] { forward_kernel<scalar_t>(input5, output5, log_norm5, g); });
@@ -114,7 +169,12 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
     const at::Tensor grad5 = as_5d(grad_output), input5 = as_5d(input),
                      log_norm5 = as_5d(log_norm.contiguous(format));
     at::Tensor grad_input5 = as_5d(grad_input);
-    if (!backward_vectorized(grad5, input5, log_norm5, grad_input5, g, format)) {
+    const VectorPath path = vector_path(input5, g, format);
+    if (path == VectorPath::kRows) {
+      vector_kernels().backward_rows(grad5, input5, log_norm5, grad_input5, g);
+    } else if (path == VectorPath::kChannels) {
+      vector_kernels().backward_channels(grad5, input5, log_norm5, grad_input5, g);
+    } else {
       grad_input.zero_();
       AT_DISPATCH_FLOATING_TYPES_AND2(
           at::kHalf, at::kBFloat16, input.scalar_type(), "soft_pool_backward_cpu",
@@ -127,11 +187,31 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                              format);
 }
 
+// For tests and the benchmark: the capability whose kernels run, and
+// vec_window.h's exponential of that build over a float32 tensor.
+std::string cpu_capability() { return vector_kernels().capability; }
+
+at::Tensor exp_nonpositive_cpu(const at::Tensor& input) {
+  TORCH_CHECK(input.scalar_type() == at::kFloat, "_exp_nonpositive: float32 only, got ",
+              input.scalar_type());
+  const at::Tensor x = input.contiguous();
+  at::Tensor out = at::empty_like(x);
+  vector_kernels().exp_nonpositive(x.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
+                                   x.numel());
+  return out;
+}
+
 }  // namespace
+
+TORCH_LIBRARY_FRAGMENT(mmsoftpool, m) {
+  m.def("_cpu_capability() -> str", &cpu_capability);
+  m.def("_exp_nonpositive(Tensor input) -> Tensor");
+}
 
 TORCH_LIBRARY_IMPL(mmsoftpool, CPU, m) {
   m.impl("soft_pool_forward", &soft_pool_forward_cpu);
   m.impl("soft_pool_backward", &soft_pool_backward_cpu);
+  m.impl("_exp_nonpositive", &exp_nonpositive_cpu);
 }
 
 }  // namespace mmsoftpool

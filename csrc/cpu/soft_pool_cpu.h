@@ -46,16 +46,34 @@ inline void add_window_gradient(const scalar_t* x_plane, const int64_t* xs, acc_
 }
 
 // Vectorised kernels for float and double inputs that are contiguous along W
-// (SIMD over output columns) or channels_last (SIMD over channels), and
-// windows of at most kMaxVectorCells cells. They return false, doing nothing,
-// for anything else; the caller then runs the generic kernels.
+// (csrc/cpu/rows.cpp: SIMD over output columns) or channels_last
+// (csrc/cpu/channels_last.cpp: SIMD over channels), for windows of at most
+// kMaxVectorCells cells. `format` is the layout of the input, output, log_norm
+// and input gradient; the backward kernels write every gradient cell.
 constexpr int64_t kMaxVectorCells = 32;
 
-// `format` is the layout of the input, output, log_norm and input gradient.
-bool forward_vectorized(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
-                        const PoolGeometry& g, at::MemoryFormat format);
-bool backward_vectorized(const at::Tensor& grad5, const at::Tensor& input5,
-                         const at::Tensor& log_norm5, at::Tensor& grad_input5,
-                         const PoolGeometry& g, at::MemoryFormat format);
+// The kernel files are compiled once per CPU capability, as ATen's are, into
+// namespaces named after it (setup.py); soft_pool_cpu.cpp picks one at run
+// time from at::get_cpu_capability(), which honours ATEN_CPU_CAPABILITY.
+#define MMSOFTPOOL_DECLARE_VECTOR_KERNELS(capability)                                          \
+  namespace capability {                                                                       \
+  void forward_rows(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,      \
+                    const PoolGeometry& g);                                                    \
+  void backward_rows(const at::Tensor& grad5, const at::Tensor& input5,                        \
+                     const at::Tensor& log_norm5, at::Tensor& grad_input5,                     \
+                     const PoolGeometry& g);                                                   \
+  void forward_channels(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,  \
+                        const PoolGeometry& g);                                                \
+  void backward_channels(const at::Tensor& grad5, const at::Tensor& input5,                    \
+                         const at::Tensor& log_norm5, at::Tensor& grad_input5,                 \
+                         const PoolGeometry& g);                                               \
+  void exp_nonpositive(const float* in, float* out, int64_t size);                             \
+  }
+
+MMSOFTPOOL_DECLARE_VECTOR_KERNELS(DEFAULT)
+#ifdef MMSOFTPOOL_X86_CAPABILITIES
+MMSOFTPOOL_DECLARE_VECTOR_KERNELS(AVX2)
+MMSOFTPOOL_DECLARE_VECTOR_KERNELS(AVX512)
+#endif
 
 }  // namespace mmsoftpool

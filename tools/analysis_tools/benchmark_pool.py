@@ -1,10 +1,15 @@
-"""Time SoftPool beside PyTorch's native pools.
+"""Time SoftPool beside PyTorch's native pools and the machine's floors.
 
 For each (kernel, stride, padding): forward and forward+backward time (median
-of repeats after warm-up; CUDA events on a GPU) and peak memory of
-``soft_pool2d``, ``max_pool2d``, ``avg_pool2d`` and SoftPool written as plain
-PyTorch, with ratios to ``max_pool2d`` measured in the same run (these machines
-are noisy: compare ratios, not milliseconds).
+of repeats after warm-up; CUDA events on a GPU) and peak memory of SoftPool,
+max pool, average pool and SoftPool written as plain PyTorch, 2-D for an
+N C H W shape, 3-D for N C D H W. Times are given as ratios to two floors
+measured on the same tensor in the same run (these machines are noisy:
+compare ratios, not milliseconds): ``t_exp``, ``torch.exp(x, out=buf)`` (one
+vectorised exponential per input), and ``t_copy``, ``buf.copy_(x)``; and as
+ratios to max pool. Memory: peak extra memory of one call, and the part of it
+that is not the tensors the call returns (SoftPool's forward returns the
+output and, for the backward, log_norm).
 
 Example (the ResNet stem)::
 
@@ -22,25 +27,36 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mmsoftpool.ops import soft_pool2d
+from mmsoftpool.ops import soft_pool2d, soft_pool3d
 
 
-def pytorch_formula(x, kernel, stride, padding):
+def pytorch_formula(avg_pool):
     """SoftPool as users write it in plain PyTorch (the paper's formula):
     avg_pool(x e^x) / avg_pool(e^x). Overflows for x > ~88 in float32 and
     gives padded cells weight; here only for timing."""
-    e = x.exp()
-    return F.avg_pool2d(x * e, kernel, stride, padding) / F.avg_pool2d(
-        e, kernel, stride, padding)
+
+    def formula(x, kernel, stride, padding):
+        e = x.exp()
+        return avg_pool(x * e, kernel, stride, padding) / avg_pool(e, kernel, stride, padding)
+
+    return formula
 
 
 MMAP_THRESHOLD = 1 << 16
 
 METHODS = {
-    'soft_pool2d': lambda x, k, s, p: soft_pool2d(x, k, s, p),
-    'max_pool2d': lambda x, k, s, p: F.max_pool2d(x, k, s, p),
-    'avg_pool2d': lambda x, k, s, p: F.avg_pool2d(x, k, s, p),
-    'pytorch_formula': pytorch_formula,
+    2: {
+        'soft_pool2d': soft_pool2d,
+        'max_pool2d': F.max_pool2d,
+        'avg_pool2d': F.avg_pool2d,
+        'pytorch_formula': pytorch_formula(F.avg_pool2d),
+    },
+    3: {
+        'soft_pool3d': soft_pool3d,
+        'max_pool3d': F.max_pool3d,
+        'avg_pool3d': F.avg_pool3d,
+        'pytorch_formula': pytorch_formula(F.avg_pool3d),
+    },
 }
 
 
@@ -92,19 +108,37 @@ def _status_kb(field):
     raise RuntimeError(f'no {field} in /proc/self/status')
 
 
+def returned_mb(name, out):
+    """Size of what a forward call returns: SoftPool also returns log_norm,
+    one accumulation-type value per window (float32 for reduced precision)."""
+    size = out.numel() * out.element_size()
+    if name.startswith('soft_pool'):
+        size += out.numel() * max(out.element_size(), 4)
+    return size / 2**20
+
+
 def benchmark(args):
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
+    dims = len(args.shape) - 2
+    methods = METHODS[dims]
+    max_name = f'max_pool{dims}d'
     rows = []
     for memory_format in args.memory_format:
         fmt = dict(contiguous=torch.contiguous_format,
-                   channels_last=torch.channels_last)[memory_format]
+                   channels_last=torch.channels_last if dims == 2 else
+                   torch.channels_last_3d)[memory_format]
         x = torch.randn(args.shape, device=device, dtype=dtype).contiguous(
             memory_format=fmt)
+        buffer = torch.empty_like(x)
         for case in args.cases:
             k, s, p = (int(v) for v in case.split(','))
+            floors = dict(
+                t_exp_ms=timed(lambda: torch.exp(x, out=buffer), device, args.warmup,
+                               args.repeats),
+                t_copy_ms=timed(lambda: buffer.copy_(x), device, args.warmup, args.repeats))
             results = {}
-            for name, method in METHODS.items():
+            for name, method in methods.items():
                 xg = x.detach().requires_grad_()
                 out = method(x, k, s, p)
                 grad = torch.randn_like(out)
@@ -116,17 +150,22 @@ def benchmark(args):
                 def forward_backward():
                     torch.autograd.grad(method(xg, k, s, p), xg, grad)
 
+                forward_peak = peak_memory_mb(forward, device)
                 results[name] = dict(
                     forward_ms=timed(forward, device, args.warmup, args.repeats),
                     forward_backward_ms=timed(forward_backward, device, args.warmup,
                                               args.repeats),
-                    forward_peak_mb=peak_memory_mb(forward, device),
+                    forward_peak_mb=forward_peak,
+                    forward_temporary_mb=max(0.0, forward_peak - returned_mb(name, out)),
                     forward_backward_peak_mb=peak_memory_mb(forward_backward, device))
-            base = results['max_pool2d']
+            base = results[max_name]
             for name, r in results.items():
                 rows.append(dict(
                     memory_format=memory_format, kernel=k, stride=s, padding=p,
-                    method=name, **r,
+                    method=name, **r, **floors,
+                    forward_exp_ratio=r['forward_ms'] / floors['t_exp_ms'],
+                    forward_backward_exp_ratio=r['forward_backward_ms'] /
+                    floors['t_exp_ms'],
                     forward_ratio=r['forward_ms'] / base['forward_ms'],
                     forward_backward_ratio=r['forward_backward_ms'] /
                     base['forward_backward_ms']))
@@ -135,11 +174,13 @@ def benchmark(args):
 
 def print_table(rows, header):
     print(header)
-    columns = ('memory_format', 'kernel', 'stride', 'padding', 'method', 'forward_ms',
-               'forward_ratio', 'forward_backward_ms', 'forward_backward_ratio',
-               'forward_peak_mb', 'forward_backward_peak_mb')
-    titles = ('format', 'k', 's', 'p', 'method', 'fwd ms', 'fwd/max', 'fwd+bwd ms',
-              'f+b/max', 'fwd MB', 'f+b MB')
+    columns = ('memory_format', 'kernel', 'stride', 'padding', 'method', 't_exp_ms',
+               't_copy_ms', 'forward_ms', 'forward_exp_ratio', 'forward_ratio',
+               'forward_backward_ms', 'forward_backward_exp_ratio', 'forward_backward_ratio',
+               'forward_peak_mb', 'forward_temporary_mb', 'forward_backward_peak_mb')
+    titles = ('format', 'k', 's', 'p', 'method', 't_exp ms', 't_copy ms', 'fwd ms',
+              'fwd/t_exp', 'fwd/max', 'f+b ms', 'f+b/t_exp', 'f+b/max', 'fwd MB',
+              'fwd temp MB', 'f+b MB')
     print('| ' + ' | '.join(titles) + ' |')
     print('|' + '---|' * len(titles))
     for row in rows:
@@ -154,8 +195,8 @@ def parse_args():
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--dtype', default='float32',
                         choices=['float32', 'float64', 'float16', 'bfloat16'])
-    parser.add_argument('--shape', type=int, nargs=4, default=[16, 64, 112, 112],
-                        metavar=('N', 'C', 'H', 'W'))
+    parser.add_argument('--shape', type=int, nargs='+', default=[16, 64, 112, 112],
+                        help='N C H W (2-D) or N C D H W (3-D)')
     parser.add_argument('--cases', nargs='+', default=['2,2,0', '3,2,1'],
                         help='kernel,stride,padding triples')
     parser.add_argument('--memory-format', nargs='+', default=['contiguous'],
@@ -164,7 +205,19 @@ def parse_args():
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
     parser.add_argument('--json', help='also write the rows to this JSON file')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if len(args.shape) not in (4, 5):
+        parser.error(f'--shape takes 4 (N C H W) or 5 (N C D H W) sizes, got {args.shape}')
+    return args
+
+
+def machine_description(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return (f'{platform.processor() or platform.machine()}, '
+            f'{torch.get_num_threads()} threads, SoftPool kernels '
+            f'{torch.ops.mmsoftpool._cpu_capability()} (ATen '
+            f'{torch.backends.cpu.get_cpu_capability()})')
 
 
 def main():
@@ -177,9 +230,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    machine = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
-               f'{platform.processor() or platform.machine()}, '
-               f'{torch.get_num_threads()} threads')
+    machine = machine_description(device)
     header = (f'torch {torch.__version__}, {machine}, {args.dtype}, '
               f'shape {tuple(args.shape)}, median of {args.repeats}')
     rows = benchmark(args)

@@ -1,0 +1,221 @@
+// Vectorised SoftPool kernels for channels_last inputs (channels contiguous):
+// the lanes are neighbouring channels, one load per cell. Compiled once per
+// CPU capability (setup.py); the window maths is vec_window.h's.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../vec_window.h"
+
+namespace mmsoftpool {
+namespace CPU_CAPABILITY {
+
+namespace {
+
+// The offset of each cell of window (od, oh, ow) for the spatial strides, -1
+// for a padding cell, in window.h's order. With `first`, also whether the
+// window is the first (in the kernels' od, oh, ow order) to reach the cell:
+// no earlier window covers it along any dimension.
+int64_t window_cells(const int64_t* strides, const PoolGeometry& g, int64_t od, int64_t oh,
+                     int64_t ow, int64_t* offsets, bool* first = nullptr) {
+  const int64_t index[3] = {od, oh, ow};
+  int64_t start[3];
+  for (int d = 0; d < 3; ++d) start[d] = index[d] * g.stride[d] - g.padding[d];
+  int64_t i = 0;
+  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+    for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+      for (int64_t kw = 0; kw < g.kernel[2]; ++kw, ++i) {
+        const int64_t d = start[0] + kd, h = start[1] + kh, w = start[2] + kw;
+        const bool inside = d >= 0 && d < g.input[0] && h >= 0 && h < g.input[1] && w >= 0 &&
+                            w < g.input[2];
+        offsets[i] = inside ? d * strides[0] + h * strides[1] + w * strides[2] : -1;
+        if (first) {
+          const int64_t k[3] = {kd, kh, kw};
+          bool earliest = true;
+          for (int a = 0; a < 3; ++a)
+            earliest = earliest && (index[a] == 0 || k[a] >= g.kernel[a] - g.stride[a]);
+          first[i] = earliest;
+        }
+      }
+  return i;
+}
+
+// Pointers to the cells of a window in one sample from their offsets; padding
+// cells point at `padding` (a row of -inf, or one that is only written).
+template <typename T>
+void cell_pointers(T* sample, const int64_t* offsets, int64_t count, T* padding, T** cells) {
+  for (int64_t i = 0; i < count; ++i) cells[i] = offsets[i] >= 0 ? sample + offsets[i] : padding;
+}
+
+// Parallel over output rows (sample, od, oh).
+template <typename K>
+void forward(const K&, const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
+             const PoolGeometry& g) {
+  using Vec = typename K::Vec;
+  using scalar_t = typename Vec::value_type;
+  const scalar_t* x = input5.const_data_ptr<scalar_t>();
+  scalar_t* y = output5.mutable_data_ptr<scalar_t>();
+  scalar_t* ln = log_norm5.mutable_data_ptr<scalar_t>();
+  const int64_t channels = input5.size(1), count = K::cell_count(g);
+  const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
+  const int64_t rows = input5.size(0) * g.output[0] * g.output[1];
+  at::parallel_for(0, rows, grain_for(g.output[2] * channels, count), [&](int64_t begin,
+                                                                          int64_t end) {
+    Vec cells[K::kMax];
+    int64_t offsets[kMaxVectorCells];
+    const scalar_t* cell_at[kMaxVectorCells];
+    const std::vector<scalar_t> padding(channels, -K::kInf);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t oh = row % g.output[1];
+      const int64_t od = (row / g.output[1]) % g.output[0];
+      const int64_t n = row / (g.output[1] * g.output[0]);
+      const scalar_t* x_sample = x + n * input5.stride(0);
+      for (int64_t ow = 0; ow < g.output[2]; ++ow) {
+        window_cells(xs, g, od, oh, ow, offsets);
+        cell_pointers(x_sample, offsets, count, padding.data(), cell_at);
+        scalar_t* y_at = y + element_offset(output5, n, 0, od, oh, ow);
+        scalar_t* ln_at = ln + element_offset(log_norm5, n, 0, od, oh, ow);
+        for (int64_t c0 = 0; c0 < channels; c0 += K::kLanes) {
+          const int64_t lanes = std::min(K::kLanes, channels - c0);
+          for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + c0, lanes);
+          Vec out, log_norm;
+          K::forward(cells, count, out, log_norm);
+          out.store(y_at + c0, lanes);
+          log_norm.store(ln_at + c0, lanes);
+        }
+      }
+    }
+  });
+}
+
+// Lane j: ptr[j * stride] for j < lanes, else 0 (stride 0: an expanded tensor).
+template <typename Vec>
+Vec load_strided(const typename Vec::value_type* ptr, int64_t stride, int64_t lanes) {
+  if (stride == 1) return Vec::loadu(ptr, lanes);
+  alignas(64) typename Vec::value_type buffer[Vec::size()] = {};
+  for (int64_t j = 0; j < lanes; ++j) buffer[j] = ptr[j * stride];
+  return Vec::loadu(buffer);
+}
+
+// Whether input position i along a dimension lies in some window.
+std::vector<uint8_t> covered(int64_t size, int64_t kernel, int64_t stride, int64_t padding,
+                             int64_t windows) {
+  std::vector<uint8_t> in_window(size);
+  for (int64_t i = 0; i < size; ++i) {
+    int64_t first, last;
+    covering_windows(i, kernel, stride, padding, windows, first, last);
+    in_window[i] = first <= last;
+  }
+  return in_window;
+}
+
+// One thread per (sample, group of channels), windows in a fixed order:
+// deterministic sums where windows overlap. A group is as many channels as
+// leave every thread a few items, so that a window's cells are long contiguous
+// runs. Each cell's gradient is stored by the first window reaching it and
+// added by the later ones, so the gradient is written once, with no zeroing
+// pass; cells no window reaches are zeroed.
+template <typename K>
+void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
+              const at::Tensor& log_norm5, at::Tensor& grad_input5, const PoolGeometry& g) {
+  using Vec = typename K::Vec;
+  using scalar_t = typename Vec::value_type;
+  const scalar_t* x = input5.const_data_ptr<scalar_t>();
+  const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
+  const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
+  scalar_t* dx = grad_input5.mutable_data_ptr<scalar_t>();
+  const int64_t samples = input5.size(0), channels = input5.size(1), count = K::cell_count(g);
+  const int64_t blocks = (channels + K::kLanes - 1) / K::kLanes;
+  const int64_t wanted_groups = (4 * at::get_num_threads() + samples - 1) / samples;
+  const int64_t group_blocks = (blocks + wanted_groups - 1) / wanted_groups;
+  const int64_t groups = (blocks + group_blocks - 1) / group_blocks;
+  const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
+  const int64_t ds[3] = {grad_input5.stride(2), grad_input5.stride(3), grad_input5.stride(4)};
+  const int64_t grad_channel_stride = grad5.stride(1);
+  std::vector<uint8_t> in_window[3];
+  bool all_covered = true;
+  for (int a = 0; a < 3; ++a) {
+    in_window[a] = covered(g.input[a], g.kernel[a], g.stride[a], g.padding[a], g.output[a]);
+    all_covered = all_covered && std::all_of(in_window[a].begin(), in_window[a].end(),
+                                             [](uint8_t v) { return v != 0; });
+  }
+  const int64_t group_work =
+      g.output[0] * g.output[1] * g.output[2] * group_blocks * K::kLanes * count;
+  at::parallel_for(0, samples * groups, grain_for(group_work), [&](int64_t begin, int64_t end) {
+    Vec cells[K::kMax], cell_grads[K::kMax];
+    int64_t x_offsets[kMaxVectorCells], dx_offsets[kMaxVectorCells];
+    const scalar_t* cell_at[kMaxVectorCells];
+    scalar_t* grad_at[kMaxVectorCells];
+    bool first[kMaxVectorCells];
+    const std::vector<scalar_t> padding(channels, -K::kInf);
+    std::vector<scalar_t> padding_grad(channels);  // padding cells' gradients: written, never read
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / groups, group = item % groups;
+      const int64_t c_begin = group * group_blocks * K::kLanes;
+      const int64_t c_end = std::min(channels, c_begin + group_blocks * K::kLanes);
+      const scalar_t* x_sample = x + n * input5.stride(0);
+      scalar_t* dx_sample = dx + n * grad_input5.stride(0);
+      if (!all_covered)
+        for (int64_t d = 0; d < g.input[0]; ++d)
+          for (int64_t h = 0; h < g.input[1]; ++h)
+            for (int64_t w = 0; w < g.input[2]; ++w)
+              if (!(in_window[0][d] && in_window[1][h] && in_window[2][w])) {
+                scalar_t* at = dx_sample + d * ds[0] + h * ds[1] + w * ds[2];
+                std::fill(at + c_begin, at + c_end, scalar_t(0));
+              }
+      for (int64_t od = 0; od < g.output[0]; ++od)
+        for (int64_t oh = 0; oh < g.output[1]; ++oh)
+          for (int64_t ow = 0; ow < g.output[2]; ++ow) {
+            window_cells(xs, g, od, oh, ow, x_offsets);
+            window_cells(ds, g, od, oh, ow, dx_offsets, first);
+            cell_pointers(x_sample, x_offsets, count, padding.data(), cell_at);
+            cell_pointers(dx_sample, dx_offsets, count, padding_grad.data(), grad_at);
+            for (int64_t c0 = c_begin; c0 < c_end; c0 += K::kLanes) {
+              const int64_t lanes = std::min(K::kLanes, c_end - c0);
+              const scalar_t* g_at = gy + element_offset(grad5, n, c0, od, oh, ow);
+              const scalar_t* ln_at = ln + element_offset(log_norm5, n, c0, od, oh, ow);
+              for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + c0, lanes);
+              const Vec grad = load_strided<Vec>(g_at, grad_channel_stride, lanes);
+              if (!K::backward(cells, count, grad, Vec::loadu(ln_at, lanes), cell_grads)) {
+                alignas(64) scalar_t grads[K::kLanes];
+                const scalar_t* lane_planes[K::kLanes];
+                for (int64_t l = 0; l < lanes; ++l) {
+                  grads[l] = g_at[l * grad_channel_stride];
+                  lane_planes[l] = x_sample + c0 + l;
+                }
+                const int64_t index[3] = {od, oh, ow}, step[3] = {0, 0, 0};
+                K::backward_by_lane(lane_planes, xs, g, index, step, lanes, grads, ln_at,
+                                    cell_grads);
+              }
+              for (int64_t i = 0; i < count; ++i) {
+                scalar_t* at = grad_at[i] + c0;
+                (first[i] ? cell_grads[i] : Vec::loadu(at, lanes) + cell_grads[i]).store(at, lanes);
+              }
+            }
+          }
+    }
+  });
+}
+
+}  // namespace
+
+void forward_channels(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
+                      const PoolGeometry& g) {
+  AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_forward_channels", [&] {
+    with_cell_count<scalar_t>(g, [&](auto kernel) { forward(kernel, input5, output5, log_norm5, g); });
+  });
+}
+
+void backward_channels(const at::Tensor& grad5, const at::Tensor& input5,
+                       const at::Tensor& log_norm5, at::Tensor& grad_input5,
+                       const PoolGeometry& g) {
+  AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_backward_channels", [&] {
+    with_cell_count<scalar_t>(
+        g, [&](auto kernel) { backward(kernel, grad5, input5, log_norm5, grad_input5, g); });
+  });
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace mmsoftpool

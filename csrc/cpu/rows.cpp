@@ -1,0 +1,366 @@
+// Vectorised SoftPool kernels for inputs contiguous along W (N, C, [D, [H,]] W
+// contiguous): the lanes are neighbouring output columns of one output row.
+// Compiled once per CPU capability (setup.py); the window maths is
+// vec_window.h's.
+//
+// Input rows are split by column phase (RowPhases), so that cell kw of kLanes
+// neighbouring windows is one contiguous load whatever the stride and padding.
+// Split rows live in a few-row cache per thread (RowSlots), never a copy of
+// the plane: a row read by consecutive output rows is split once.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "../vec_window.h"
+
+namespace mmsoftpool {
+namespace CPU_CAPABILITY {
+
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// An input row split by column phase: with stride s, input column
+// s * (q - shift) + r is entry q of phase r, and cell kw of the window at
+// output column ow is entry ow + (kw - padding) / s + shift (rounded down) of
+// phase (kw - padding) mod s. The backward accumulates into a split gradient
+// row with plain vector adds and merges it back in one pass.
+template <typename scalar_t>
+struct RowPhases {
+  using Vec = Vectorized<scalar_t>;
+  static constexpr int64_t kLanes = Vec::size();
+  static constexpr scalar_t kInf = std::numeric_limits<scalar_t>::infinity();
+
+  int64_t stride, width;
+  int64_t shift;   // entries before column 0: the left padding
+  int64_t used;    // entries that windows read; columns outside the input are -inf
+  int64_t length;  // entries of one phase, up to the last full vector; 0 past `used`
+  int64_t cell_entry[kMaxVectorCells];  // kw -> phase * length + entry of ow = 0
+
+  explicit RowPhases(const PoolGeometry& g) : stride(g.stride[2]), width(g.input[2]) {
+    const int64_t first = floor_div(-g.padding[2], stride);
+    const int64_t last = floor_div(g.kernel[2] - 1 - g.padding[2], stride);
+    shift = -first;
+    used = g.output[2] + last - first;
+    length = ceil_div(g.output[2], kLanes) * kLanes + last - first;
+    for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
+      const int64_t a = floor_div(kw - g.padding[2], stride);
+      cell_entry[kw] = (kw - g.padding[2] - a * stride) * length + a + shift;
+    }
+  }
+
+  int64_t size() const { return stride * length; }
+  int64_t column(int64_t phase, int64_t q) const { return stride * (q - shift) + phase; }
+
+  // Whether entries q0 .. q0 + kLanes - 1 of every phase are one block of
+  // stride * kLanes input columns (stride 1 or 2, the SIMD cases).
+  bool whole_block(int64_t q0) const {
+    const int64_t c0 = column(0, q0);
+    return stride <= 2 && c0 >= 0 && c0 + stride * kLanes <= width && q0 + kLanes <= used;
+  }
+
+  void split(const scalar_t* row, scalar_t* out) const {
+    for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
+      const bool simd = whole_block(q0);
+      const scalar_t* block = simd ? row + column(0, q0) : row;  // inside the row only
+      if (simd && stride == 1) {
+        Vec::loadu(block).store(out + q0);
+      } else if (simd) {
+        auto [even, odd] = at::vec::deinterleave2(Vec::loadu(block), Vec::loadu(block + kLanes));
+        even.store(out + q0);
+        odd.store(out + length + q0);
+      } else {
+        for (int64_t r = 0; r < stride; ++r)
+          for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
+            const int64_t c = column(r, q);
+            out[r * length + q] = q >= used ? scalar_t(0) : c >= 0 && c < width ? row[c] : -kInf;
+          }
+      }
+    }
+  }
+
+  // row[c] = the entry of column c (0 where no window reaches), or row[c] +=
+  // it with `accumulate` (then columns no window reaches are left alone).
+  void merge(const scalar_t* split, scalar_t* row, bool accumulate) const {
+    for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
+      const bool simd = whole_block(q0);
+      scalar_t* block = simd ? row + column(0, q0) : row;  // inside the row only
+      if (simd && stride == 1) {
+        Vec v = Vec::loadu(split + q0);
+        if (accumulate) v = v + Vec::loadu(block);
+        v.store(block);
+      } else if (simd) {
+        auto [low, high] =
+            at::vec::interleave2(Vec::loadu(split + q0), Vec::loadu(split + length + q0));
+        if (accumulate) {
+          low = low + Vec::loadu(block);
+          high = high + Vec::loadu(block + kLanes);
+        }
+        low.store(block);
+        high.store(block + kLanes);
+      } else {
+        for (int64_t r = 0; r < stride; ++r)
+          for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
+            const int64_t c = column(r, q);
+            if (c < 0 || c >= width) continue;
+            const scalar_t v = q < used ? split[r * length + q] : scalar_t(0);
+            row[c] = accumulate ? row[c] + v : v;
+          }
+      }
+    }
+    const int64_t past = std::max<int64_t>(0, column(0, length));  // columns past every entry
+    if (!accumulate && past < width) std::fill(row + past, row + width, scalar_t(0));
+  }
+};
+
+// The split input rows a thread is working on: slot (d mod kernel_d, h mod
+// kernel_h) holds input row (d, h), so the rows of one output row never share
+// a slot and a row read by consecutive output rows stays. Rows are tagged
+// with (plane, d, h). With gradients, each slot also accumulates the gradient
+// of its row until the row leaves the slot.
+template <typename scalar_t>
+class RowSlots {
+ public:
+  RowSlots(const RowPhases<scalar_t>& phases, const PoolGeometry& g, bool with_grad)
+      : phases_(phases), g_(g), slots_(g.kernel[0] * g.kernel[1]),
+        split_(new scalar_t[slots_ * phases.size()]),
+        grad_(with_grad ? new scalar_t[slots_ * phases.size()] : nullptr),
+        tags_(slots_, -1) {}
+
+  // Points rows[kd * kernel_h + kh] at window row (kd, kh) of output row (od,
+  // oh) of `plane` (x_plane, spatial strides xs), nullptr for padding rows,
+  // splitting the rows not held yet; evict(tag, grad) is called first for a
+  // row that leaves its slot.
+  template <typename Evict>
+  void window_rows(int64_t plane, const scalar_t* x_plane, const int64_t* xs, int64_t od,
+                   int64_t oh, scalar_t** rows, scalar_t** grads, Evict&& evict) {
+    for (int64_t kd = 0; kd < g_.kernel[0]; ++kd) {
+      const int64_t d = od * g_.stride[0] - g_.padding[0] + kd;
+      for (int64_t kh = 0; kh < g_.kernel[1]; ++kh) {
+        const int64_t h = oh * g_.stride[1] - g_.padding[1] + kh;
+        const int64_t r = kd * g_.kernel[1] + kh;
+        if (d < 0 || d >= g_.input[0] || h < 0 || h >= g_.input[1]) {
+          rows[r] = nullptr;
+          if (grads) grads[r] = nullptr;
+          continue;
+        }
+        const int64_t slot = (d % g_.kernel[0]) * g_.kernel[1] + h % g_.kernel[1];
+        const int64_t tag = (plane * g_.input[0] + d) * g_.input[1] + h;
+        scalar_t* split = split_.get() + slot * phases_.size();
+        scalar_t* grad = grad_ ? grad_.get() + slot * phases_.size() : nullptr;
+        if (tags_[slot] != tag) {
+          if (grad && tags_[slot] >= 0) evict(tags_[slot], grad);
+          phases_.split(x_plane + d * xs[0] + h * xs[1], split);
+          if (grad) std::fill(grad, grad + phases_.size(), scalar_t(0));
+          tags_[slot] = tag;
+        }
+        rows[r] = split;
+        if (grads) grads[r] = grad;
+      }
+    }
+  }
+
+  // evict(tag, grad) for every row held; the slots are empty afterwards.
+  template <typename Evict>
+  void evict_all(Evict&& evict) {
+    for (int64_t slot = 0; slot < slots_; ++slot)
+      if (tags_[slot] >= 0) {
+        evict(tags_[slot], grad_.get() + slot * phases_.size());
+        tags_[slot] = -1;
+      }
+  }
+
+ private:
+  const RowPhases<scalar_t>& phases_;
+  const PoolGeometry& g_;
+  int64_t slots_;
+  std::unique_ptr<scalar_t[]> split_, grad_;
+  std::vector<int64_t> tags_;
+};
+
+// Where cell i (window.h's order) of the window at output column 0 is read
+// from (or, for the gradient, added to) in the split rows of one output row:
+// padding rows point at `padding`, a row of -inf (or a row that is never read).
+template <typename scalar_t>
+void cell_pointers(const RowPhases<scalar_t>& phases, const PoolGeometry& g,
+                   scalar_t* const* rows, scalar_t* padding, scalar_t** cells) {
+  for (int64_t r = 0, i = 0; r < g.kernel[0] * g.kernel[1]; ++r)
+    for (int64_t kw = 0; kw < g.kernel[2]; ++kw, ++i)
+      cells[i] = (rows[r] ? rows[r] : padding) + phases.cell_entry[kw];
+}
+
+// Lane j: ptr[j * stride] for j < lanes, else 0 (stride 0: an expanded tensor).
+template <typename Vec>
+Vec load_strided(const typename Vec::value_type* ptr, int64_t stride, int64_t lanes) {
+  if (stride == 1) return Vec::loadu(ptr, lanes);
+  alignas(64) typename Vec::value_type buffer[Vec::size()] = {};
+  for (int64_t j = 0; j < lanes; ++j) buffer[j] = ptr[j * stride];
+  return Vec::loadu(buffer);
+}
+
+// Parallel over output rows (sample, channel, od, oh): all threads busy
+// whatever the batch.
+template <typename K>
+void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
+             at::Tensor& log_norm5, const PoolGeometry& g) {
+  using Vec = typename K::Vec;
+  using scalar_t = typename Vec::value_type;
+  const scalar_t* x = input5.const_data_ptr<scalar_t>();
+  scalar_t* y = output5.mutable_data_ptr<scalar_t>();
+  scalar_t* ln = log_norm5.mutable_data_ptr<scalar_t>();
+  const int64_t channels = input5.size(1), count = K::cell_count(g);
+  const int64_t xs[2] = {input5.stride(2), input5.stride(3)};
+  const RowPhases<scalar_t> phases(g);
+  const int64_t plane_rows = g.output[0] * g.output[1];
+  const int64_t rows = input5.size(0) * channels * plane_rows;
+  at::parallel_for(0, rows, grain_for(g.output[2], count), [&](int64_t begin, int64_t end) {
+    RowSlots<scalar_t> slots(phases, g, /*with_grad=*/false);
+    const std::unique_ptr<scalar_t[]> padding(new scalar_t[phases.size()]);
+    std::fill(padding.get(), padding.get() + phases.size(), -K::kInf);
+    scalar_t* window_rows[kMaxVectorCells];
+    scalar_t* cell_at[kMaxVectorCells];
+    Vec cells[K::kMax];
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t oh = row % g.output[1], od = (row / g.output[1]) % g.output[0];
+      const int64_t plane = row / plane_rows, n = plane / channels, c = plane % channels;
+      slots.window_rows(plane, x + n * input5.stride(0) + c * input5.stride(1), xs, od, oh,
+                        window_rows, nullptr, [](int64_t, scalar_t*) {});
+      cell_pointers(phases, g, window_rows, padding.get(), cell_at);
+      scalar_t* y_row = y + element_offset(output5, n, c, od, oh, 0);
+      scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
+      for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += K::kLanes) {
+        const int64_t lanes = std::min(K::kLanes, g.output[2] - ow0);
+        for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + ow0);
+        Vec out, log_norm;
+        K::forward(cells, count, out, log_norm);
+        out.store(y_row + ow0, lanes);
+        log_norm.store(ln_row + ow0, lanes);
+      }
+    }
+  });
+}
+
+// The backward in chunks of output rows along D (3-D) or H: chunks that share
+// no input row run in parallel, the two phases (even, odd chunks) one after the
+// other, so windows overlapping a chunk boundary add to the row in a fixed
+// order. Chunks are a fixed number of rows, so the sums do not depend on the
+// thread count. A slot's gradient row goes to the input gradient when it leaves
+// the slot: stored the first time, added afterwards; rows no window reaches are
+// zeroed at the end.
+constexpr int64_t kChunkRows = 16;
+
+template <typename K>
+void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
+              const at::Tensor& log_norm5, at::Tensor& grad_input5, const PoolGeometry& g) {
+  using Vec = typename K::Vec;
+  using scalar_t = typename Vec::value_type;
+  const scalar_t* x = input5.const_data_ptr<scalar_t>();
+  const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
+  const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
+  scalar_t* dx = grad_input5.mutable_data_ptr<scalar_t>();
+  const int64_t channels = input5.size(1), planes = input5.size(0) * channels;
+  const int64_t count = K::cell_count(g);
+  const int64_t xs[3] = {input5.stride(2), input5.stride(3), 1};
+  const int64_t grad_column_stride = grad5.stride(4);  // 0 for an expanded gradient
+  const RowPhases<scalar_t> phases(g);
+  const int64_t plane_rows = g.input[0] * g.input[1];
+
+  const int along = g.output[0] > 1 ? 0 : 1;  // the dimension chunked
+  const int64_t chunk = std::max(kChunkRows, ceil_div(g.kernel[along], g.stride[along]));
+  const int64_t chunks = ceil_div(g.output[along], chunk);
+  const bool overlap = g.kernel[along] > g.stride[along] && chunks > 1;
+  std::vector<uint8_t> written(planes * plane_rows, 0);  // per input row: holds a value
+
+  const auto dx_row = [&](int64_t tag) {
+    const int64_t plane = tag / plane_rows, n = plane / channels, c = plane % channels;
+    const int64_t d = (tag % plane_rows) / g.input[1], h = tag % g.input[1];
+    return dx + element_offset(grad_input5, n, c, d, h, 0);
+  };
+  const auto flush = [&](int64_t tag, scalar_t* grad) {
+    phases.merge(grad, dx_row(tag), written[tag] != 0);
+    written[tag] = 1;
+  };
+
+  for (int64_t phase = 0; phase < (overlap ? 2 : 1); ++phase) {
+    const int64_t phase_chunks = overlap ? (chunks - phase + 1) / 2 : chunks;
+    const int64_t chunk_windows = chunk * (along == 0 ? g.output[1] : 1) * g.output[2];
+    at::parallel_for(0, planes * phase_chunks, grain_for(chunk_windows, count),
+                     [&](int64_t begin, int64_t end) {
+      RowSlots<scalar_t> slots(phases, g, /*with_grad=*/true);
+      const std::unique_ptr<scalar_t[]> padding(new scalar_t[2 * phases.size()]);
+      scalar_t* padding_grad = padding.get() + phases.size();  // added to, never read
+      std::fill(padding.get(), padding_grad, -K::kInf);
+      scalar_t* window_rows[kMaxVectorCells];
+      scalar_t* grad_rows[kMaxVectorCells];
+      scalar_t* cell_at[kMaxVectorCells];
+      scalar_t* grad_at[kMaxVectorCells];
+      Vec cells[K::kMax], cell_grads[K::kMax];
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t plane = item / phase_chunks, n = plane / channels, c = plane % channels;
+        const int64_t j = overlap ? 2 * (item % phase_chunks) + phase : item % phase_chunks;
+        const int64_t first = j * chunk, last = std::min(g.output[along], first + chunk);
+        const scalar_t* xp = x + n * input5.stride(0) + c * input5.stride(1);
+        const int64_t od_end = along == 0 ? last : g.output[0];
+        for (int64_t od = along == 0 ? first : 0; od < od_end; ++od) {
+          const int64_t oh_end = along == 1 ? last : g.output[1];
+          for (int64_t oh = along == 1 ? first : 0; oh < oh_end; ++oh) {
+            slots.window_rows(plane, xp, xs, od, oh, window_rows, grad_rows, flush);
+            cell_pointers(phases, g, window_rows, padding.get(), cell_at);
+            cell_pointers(phases, g, grad_rows, padding_grad, grad_at);
+            const scalar_t* g_row = gy + element_offset(grad5, n, c, od, oh, 0);
+            const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
+            for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += K::kLanes) {
+              // Lanes past the row get gradient 0 and finite cells, so add 0.
+              const int64_t lanes = std::min(K::kLanes, g.output[2] - ow0);
+              for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + ow0);
+              const scalar_t* g_at = g_row + ow0 * grad_column_stride;
+              const Vec grad = load_strided<Vec>(g_at, grad_column_stride, lanes);
+              if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
+                alignas(64) scalar_t grads[K::kLanes];
+                const scalar_t* lane_planes[K::kLanes];
+                for (int64_t l = 0; l < lanes; ++l) {
+                  grads[l] = g_at[l * grad_column_stride];
+                  lane_planes[l] = xp;
+                }
+                const int64_t index[3] = {od, oh, ow0}, step[3] = {0, 0, 1};
+                K::backward_by_lane(lane_planes, xs, g, index, step, lanes, grads, ln_row + ow0,
+                                    cell_grads);
+              }
+              for (int64_t i = 0; i < count; ++i)
+                (Vec::loadu(grad_at[i] + ow0) + cell_grads[i]).store(grad_at[i] + ow0);
+            }
+          }
+        }
+        slots.evict_all(flush);
+      }
+    });
+  }
+  at::parallel_for(0, planes, grain_for(plane_rows), [&](int64_t begin, int64_t end) {
+    for (int64_t tag = begin * plane_rows; tag < end * plane_rows; ++tag)
+      if (!written[tag]) std::fill(dx_row(tag), dx_row(tag) + g.input[2], scalar_t(0));
+  });
+}
+
+}  // namespace
+
+void forward_rows(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
+                  const PoolGeometry& g) {
+  AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_forward_rows", [&] {
+    with_cell_count<scalar_t>(g, [&](auto kernel) { forward(kernel, input5, output5, log_norm5, g); });
+  });
+}
+
+void backward_rows(const at::Tensor& grad5, const at::Tensor& input5, const at::Tensor& log_norm5,
+                   at::Tensor& grad_input5, const PoolGeometry& g) {
+  AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_backward_rows", [&] {
+    with_cell_count<scalar_t>(
+        g, [&](auto kernel) { backward(kernel, grad5, input5, log_norm5, grad_input5, g); });
+  });
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace mmsoftpool

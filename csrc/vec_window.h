@@ -1,0 +1,167 @@
+// The SIMD form of window.h's arithmetic, for the vectorised CPU kernels
+// (csrc/cpu/rows.cpp, csrc/cpu/channels_last.cpp).
+//
+// Vec::size() windows are computed side by side, one per lane: lane j of
+// cells[i] holds cell i of window j. Cells outside the input (padding) are
+// -inf. The kernel files are compiled once per CPU capability (setup.py), so
+// everything here lives in namespace CPU_CAPABILITY (DEFAULT, AVX2, AVX512),
+// as ATen's at::vec does, and the copies do not collide.
+#pragma once
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "cpu/soft_pool_cpu.h"
+#include "window.h"
+
+namespace mmsoftpool {
+namespace CPU_CAPABILITY {
+
+using at::vec::Vectorized;
+
+// e^d for d <= 0 or NaN, the only arguments SoftPool takes (x - max in the
+// forward, x - max - log_norm in the backward): so no overflow handling, and
+// one code path inlined into the window loops instead of a call into Sleef.
+// Cody-Waite reduction d = n ln2 + r, |r| <= ln2 / 2, and the degree-7
+// polynomial of Sleef's expf_u10 (same coefficients); 2^n is applied as two
+// normal factors so subnormal results are rounded once. Below -104 the result
+// rounds to 0 (e^-104 is under half the smallest subnormal); -inf gives 0.
+// Error against float64, measured over every float in [-104, 0]: see
+// docs/benchmarks.md (tests/test_cpu_dispatch.py checks the bound).
+inline Vectorized<float> exp_nonpositive(const Vectorized<float>& d) {
+  using Vec = Vectorized<float>;
+  const Vec x = at::vec::maximum(d, Vec(-104.f));  // NaN-propagating
+  Vec n = (x * Vec(1.442695040888963407f)).round();
+  n = Vec::blendv(Vec(0.f), n, n == n);  // NaN: any finite n, the polynomial gives NaN
+  Vec r = at::vec::fmadd(n, Vec(-0.693145751953125f), x);
+  r = at::vec::fmadd(n, Vec(-1.428606765330187045e-06f), r);
+  Vec p(0.000198527617612853646278381f);
+  p = at::vec::fmadd(p, r, Vec(0.00139304355252534151077271f));
+  p = at::vec::fmadd(p, r, Vec(0.00833336077630519866943359f));
+  p = at::vec::fmadd(p, r, Vec(0.0416664853692054748535156f));
+  p = at::vec::fmadd(p, r, Vec(0.166666671633720397949219f));
+  p = at::vec::fmadd(p, r, Vec(0.5f));
+  p = at::vec::fmadd(p, r * r, r) + Vec(1.f);
+  // n in [-150, 0]: 2^n1 * 2^n2 with n1, n2 in [-75, 0], each built from its
+  // exponent bits ((k + 127) << 23, computed exactly in float).
+  const Vec n1 = (n * Vec(0.5f)).trunc(), n2 = n - n1;
+  const auto power_of_two = [](const Vec& k) {
+    return at::vec::cast<float>(
+        at::vec::convert_to_int_of_same_size((k + Vec(127.f)) * Vec(8388608.f)));
+  };
+  return p * power_of_two(n1) * power_of_two(n2);
+}
+
+// double: Sleef's exp (1 ulp); double is not on the fast path.
+inline Vectorized<double> exp_nonpositive(const Vectorized<double>& d) { return d.exp(); }
+
+// kCells > 0: windows of exactly kCells cells, known at compile time so that
+// the loops unroll and the cells stay in registers; 0: any count up to
+// kMaxVectorCells.
+template <typename scalar_t, int kCells>
+struct VecWindow {
+  using Vec = Vectorized<scalar_t>;
+  static constexpr int64_t kLanes = Vec::size();
+  static constexpr scalar_t kInf = std::numeric_limits<scalar_t>::infinity();
+  static constexpr int64_t kMax = kCells > 0 ? kCells : kMaxVectorCells;
+
+  static int64_t cell_count(const PoolGeometry& g) { return kCells > 0 ? kCells : g.cells; }
+
+  // d = x - m with -inf cells moved to the lowest finite value, so that exp(d)
+  // is 0 and e * d is 0 rather than 0 * inf = NaN.
+  static Vec shifted(const Vec& cell, const Vec& m) {
+    return at::vec::maximum(cell - m, Vec(std::numeric_limits<scalar_t>::lowest()));
+  }
+
+  static Vec window_max(const Vec* cells, int64_t count) {
+    Vec m = cells[0];
+    for (int64_t i = 1; i < count; ++i) m = at::vec::maximum(m, cells[i]);  // NaN-propagating
+    return m;
+  }
+
+  static void forward(const Vec* cells, int64_t count, Vec& out, Vec& log_norm) {
+    const Vec m = window_max(cells, count);
+    Vec sum(0), weighted(0);
+    for (int64_t i = 0; i < count; ++i) {
+      const Vec d = shifted(cells[i], m);
+      const Vec e = exp_nonpositive(d);
+      sum = sum + e;
+      weighted = at::vec::fmadd(e, d, weighted);
+    }
+    // A window of NaN gives NaN through the arithmetic; +inf and all -inf
+    // windows give their maximum.
+    const Vec infinite = m.abs() == Vec(kInf);
+    out = Vec::blendv(m + weighted / sum, m, infinite);
+    log_norm = Vec::blendv(sum.log(), Vec(0), infinite);
+  }
+
+  // Gradients of the cells of the lanes' windows; false (nothing written) if a
+  // window's maximum is not finite.
+  static bool backward(const Vec* cells, int64_t count, const Vec& grad, const Vec& log_norm,
+                       Vec* cell_grads) {
+    const Vec m = window_max(cells, count);
+    if ((m.abs() < Vec(kInf)).zero_mask() != 0) return false;
+    Vec d[kMax], weight[kMax];
+    Vec shifted_out(0);  // y - m
+    for (int64_t i = 0; i < count; ++i) {
+      d[i] = shifted(cells[i], m);
+      weight[i] = exp_nonpositive(d[i] - log_norm);
+      shifted_out = at::vec::fmadd(weight[i], d[i], shifted_out);
+    }
+    const Vec one_minus = Vec(1) - shifted_out;
+    for (int64_t i = 0; i < count; ++i) cell_grads[i] = grad * weight[i] * (one_minus + d[i]);
+    return true;
+  }
+
+  // The backward of lanes [0, lanes) by window.h's scalar arithmetic (for
+  // vectors holding a window with a non-finite maximum), cells in the same
+  // order as the vector path, 0 for padding cells and lanes past `lanes`.
+  // Lane j is the window at `index` + j * lane_step in the plane `planes[j]`.
+  static void backward_by_lane(const scalar_t* const* planes, const int64_t* xs,
+                               const PoolGeometry& g, const int64_t* index,
+                               const int64_t* lane_step, int64_t lanes, const scalar_t* grads,
+                               const scalar_t* log_norms, Vec* cell_grads) {
+    alignas(64) scalar_t buffer[kMax][kLanes] = {};
+    for (int64_t j = 0; j < lanes; ++j) {
+      int64_t window[3], start[3];
+      for (int d = 0; d < 3; ++d) {
+        window[d] = index[d] + j * lane_step[d];
+        start[d] = window[d] * g.stride[d] - g.padding[d];
+      }
+      const Window w = window_at(g, window[0], window[1], window[2]);
+      const auto stats = window_grad_stats<scalar_t>(planes[j], w, xs, log_norms[j]);
+      int64_t i = 0;
+      for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+        for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+          for (int64_t kw = 0; kw < g.kernel[2]; ++kw, ++i) {
+            const int64_t p[3] = {start[0] + kd, start[1] + kh, start[2] + kw};
+            const bool inside = p[0] >= 0 && p[0] < g.input[0] && p[1] >= 0 &&
+                                p[1] < g.input[1] && p[2] >= 0 && p[2] < g.input[2];
+            if (inside)
+              buffer[i][j] = cell_gradient(
+                  planes[j][p[0] * xs[0] + p[1] * xs[1] + p[2] * xs[2]], grads[j], stats);
+          }
+    }
+    for (int64_t i = 0; i < cell_count(g); ++i) cell_grads[i] = Vec::loadu(buffer[i]);
+  }
+};
+
+// Calls f(VecWindow<scalar_t, K>{}) with K the window size for the common
+// 2x2 and 3x3 windows (compile-time loops), else K = 0.
+template <typename scalar_t, typename F>
+void with_cell_count(const PoolGeometry& g, F&& f) {
+  switch (g.cells) {
+    case 4:
+      return f(VecWindow<scalar_t, 4>{});
+    case 9:
+      return f(VecWindow<scalar_t, 9>{});
+    default:
+      return f(VecWindow<scalar_t, 0>{});
+  }
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace mmsoftpool
