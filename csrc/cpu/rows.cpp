@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "../vec_window.h"
@@ -38,7 +39,7 @@ struct RowPhases {
   int64_t stride, width;
   int64_t shift;   // entries before column 0: the left padding
   int64_t used;    // entries that windows read; columns outside the input are -inf
-  int64_t length;  // entries of one phase, up to the last full vector; 0 past `used`
+  int64_t length;  // entries of one phase, whole vectors; 0 past `used`
   int64_t cell_entry[kMaxVectorCells];  // kw -> phase * length + entry of ow = 0
 
   explicit RowPhases(const PoolGeometry& g) : stride(g.stride[2]), width(g.input[2]) {
@@ -46,7 +47,8 @@ struct RowPhases {
     const int64_t last = floor_div(g.kernel[2] - 1 - g.padding[2], stride);
     shift = -first;
     used = g.output[2] + last - first;
-    length = ceil_div(g.output[2], kLanes) * kLanes + last - first;
+    // Whole vectors, and room for the loads of the last (partial) vector of windows.
+    length = ceil_div(ceil_div(g.output[2], kLanes) * kLanes + last - first, kLanes) * kLanes;
     for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
       const int64_t a = floor_div(kw - g.padding[2], stride);
       cell_entry[kw] = (kw - g.padding[2] - a * stride) * length + a + shift;
@@ -56,23 +58,33 @@ struct RowPhases {
   int64_t size() const { return stride * length; }
   int64_t column(int64_t phase, int64_t q) const { return stride * (q - shift) + phase; }
 
-  // Whether entries q0 .. q0 + kLanes - 1 of every phase are one block of
-  // stride * kLanes input columns (stride 1 or 2, the SIMD cases).
-  bool whole_block(int64_t q0) const {
-    const int64_t c0 = column(0, q0);
-    return stride <= 2 && c0 >= 0 && c0 + stride * kLanes <= width && q0 + kLanes <= used;
-  }
+  // Stride 1 or 2 (the SIMD cases): entries q0 .. q0 + kLanes - 1 of every
+  // phase are one block of stride * kLanes input columns from column(0, q0).
+  bool simd() const { return stride <= 2; }
+  bool inside(int64_t c0) const { return c0 >= 0 && c0 + stride * kLanes <= width; }
 
   void split(const scalar_t* row, scalar_t* out) const {
     for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
-      const bool simd = whole_block(q0);
-      const scalar_t* block = simd ? row + column(0, q0) : row;  // inside the row only
-      if (simd && stride == 1) {
-        Vec::loadu(block).store(out + q0);
-      } else if (simd) {
-        auto [even, odd] = at::vec::deinterleave2(Vec::loadu(block), Vec::loadu(block + kLanes));
-        even.store(out + q0);
-        odd.store(out + length + q0);
+      if (simd()) {
+        const int64_t c0 = column(0, q0);
+        const scalar_t* block = row + c0;
+        alignas(64) scalar_t edge[2 * kLanes];
+        if (!inside(c0)) {  // over an end of the row: columns outside it are -inf
+          for (int64_t t = 0; t < stride * kLanes; ++t)
+            edge[t] = c0 + t >= 0 && c0 + t < width ? row[c0 + t] : -kInf;
+          block = edge;
+        }
+        if (stride == 1) {
+          Vec::loadu(block).store(out + q0);
+        } else {
+          auto [even, odd] = at::vec::deinterleave2(Vec::loadu(block), Vec::loadu(block + kLanes));
+          even.store(out + q0);
+          odd.store(out + length + q0);
+        }
+        if (q0 + kLanes > used)  // entries no window reads: finite, for the lanes past a row
+          for (int64_t r = 0; r < stride; ++r)
+            std::fill(out + r * length + std::max(q0, used), out + r * length + q0 + kLanes,
+                      scalar_t(0));
       } else {
         for (int64_t r = 0; r < stride; ++r)
           for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
@@ -85,23 +97,29 @@ struct RowPhases {
 
   // row[c] = the entry of column c (0 where no window reaches), or row[c] +=
   // it with `accumulate` (then columns no window reaches are left alone).
+  // Entries no window reads hold 0 (their lanes carry no gradient).
   void merge(const scalar_t* split, scalar_t* row, bool accumulate) const {
     for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
-      const bool simd = whole_block(q0);
-      scalar_t* block = simd ? row + column(0, q0) : row;  // inside the row only
-      if (simd && stride == 1) {
-        Vec v = Vec::loadu(split + q0);
-        if (accumulate) v = v + Vec::loadu(block);
-        v.store(block);
-      } else if (simd) {
-        auto [low, high] =
-            at::vec::interleave2(Vec::loadu(split + q0), Vec::loadu(split + length + q0));
-        if (accumulate) {
-          low = low + Vec::loadu(block);
-          high = high + Vec::loadu(block + kLanes);
+      if (simd()) {
+        const int64_t c0 = column(0, q0);
+        Vec low = Vec::loadu(split + q0), high;
+        if (stride == 2) std::tie(low, high) = at::vec::interleave2(low, Vec::loadu(split + length + q0));
+        if (inside(c0)) {
+          scalar_t* block = row + c0;
+          if (accumulate) low = low + Vec::loadu(block);
+          low.store(block);
+          if (stride == 2) {
+            if (accumulate) high = high + Vec::loadu(block + kLanes);
+            high.store(block + kLanes);
+          }
+        } else {  // over an end of the row: only the columns inside it
+          alignas(64) scalar_t edge[2 * kLanes];
+          low.store(edge);
+          if (stride == 2) high.store(edge + kLanes);
+          for (int64_t t = std::max<int64_t>(0, -c0);
+               t < std::min(stride * kLanes, width - c0); ++t)
+            row[c0 + t] = accumulate ? row[c0 + t] + edge[t] : edge[t];
         }
-        low.store(block);
-        high.store(block + kLanes);
       } else {
         for (int64_t r = 0; r < stride; ++r)
           for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
