@@ -61,30 +61,37 @@ struct RowPhases {
   // Stride 1 or 2 (the SIMD cases): entries q0 .. q0 + kLanes - 1 of every
   // phase are one block of stride * kLanes input columns from column(0, q0).
   bool simd() const { return stride <= 2; }
-  bool inside(int64_t c0) const { return c0 >= 0 && c0 + stride * kLanes <= width; }
+
+  // Columns c0 .. c0 + lanes - 1 of a row, columns past its end as -inf.
+  Vec load_columns(const scalar_t* row, int64_t c0) const {
+    const int64_t n = std::min(kLanes, width - c0);
+    if (n == kLanes) return Vec::loadu(row + c0);
+    return n > 0 ? Vec::set(Vec(-kInf), Vec::loadu(row + c0, n), n) : Vec(-kInf);
+  }
 
   void split(const scalar_t* row, scalar_t* out) const {
     for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
       if (simd()) {
         const int64_t c0 = column(0, q0);
-        const scalar_t* block = row + c0;
-        alignas(64) scalar_t edge[2 * kLanes];
-        if (!inside(c0)) {  // over an end of the row: columns outside it are -inf
+        Vec even, odd(0);
+        if (c0 >= 0) {
+          even = load_columns(row, c0);
+          if (stride == 2)
+            std::tie(even, odd) = at::vec::deinterleave2(even, load_columns(row, c0 + kLanes));
+        } else {  // over the left padding: columns before the row are -inf
+          alignas(64) scalar_t edge[2 * kLanes];
           for (int64_t t = 0; t < stride * kLanes; ++t)
             edge[t] = c0 + t >= 0 && c0 + t < width ? row[c0 + t] : -kInf;
-          block = edge;
+          even = Vec::loadu(edge);
+          if (stride == 2) std::tie(even, odd) = at::vec::deinterleave2(even, Vec::loadu(edge + kLanes));
         }
-        if (stride == 1) {
-          Vec::loadu(block).store(out + q0);
-        } else {
-          auto [even, odd] = at::vec::deinterleave2(Vec::loadu(block), Vec::loadu(block + kLanes));
-          even.store(out + q0);
-          odd.store(out + length + q0);
+        const int64_t read = used - q0;  // entries no window reads: 0, finite for lanes past a row
+        if (read < kLanes) {
+          even = Vec::set(Vec(0), even, std::max<int64_t>(0, read));
+          odd = Vec::set(Vec(0), odd, std::max<int64_t>(0, read));
         }
-        if (q0 + kLanes > used)  // entries no window reads: finite, for the lanes past a row
-          for (int64_t r = 0; r < stride; ++r)
-            std::fill(out + r * length + std::max(q0, used), out + r * length + q0 + kLanes,
-                      scalar_t(0));
+        even.store(out + q0);
+        if (stride == 2) odd.store(out + length + q0);
       } else {
         for (int64_t r = 0; r < stride; ++r)
           for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
@@ -93,6 +100,14 @@ struct RowPhases {
           }
       }
     }
+  }
+
+  // row[c0 ..] = v (or += v), for the columns inside the row.
+  void store_columns(Vec v, scalar_t* row, int64_t c0, bool accumulate) const {
+    const int64_t n = std::min(kLanes, width - c0);
+    if (n <= 0) return;
+    if (accumulate) v = v + Vec::loadu(row + c0, n);
+    v.store(row + c0, n);
   }
 
   // row[c] = the entry of column c (0 where no window reaches), or row[c] +=
@@ -104,20 +119,14 @@ struct RowPhases {
         const int64_t c0 = column(0, q0);
         Vec low = Vec::loadu(split + q0), high;
         if (stride == 2) std::tie(low, high) = at::vec::interleave2(low, Vec::loadu(split + length + q0));
-        if (inside(c0)) {
-          scalar_t* block = row + c0;
-          if (accumulate) low = low + Vec::loadu(block);
-          low.store(block);
-          if (stride == 2) {
-            if (accumulate) high = high + Vec::loadu(block + kLanes);
-            high.store(block + kLanes);
-          }
-        } else {  // over an end of the row: only the columns inside it
+        if (c0 >= 0) {  // columns past the row's end are left out
+          store_columns(low, row, c0, accumulate);
+          if (stride == 2) store_columns(high, row, c0 + kLanes, accumulate);
+        } else {  // over the left padding: only the columns inside the row
           alignas(64) scalar_t edge[2 * kLanes];
           low.store(edge);
           if (stride == 2) high.store(edge + kLanes);
-          for (int64_t t = std::max<int64_t>(0, -c0);
-               t < std::min(stride * kLanes, width - c0); ++t)
+          for (int64_t t = -c0; t < std::min(stride * kLanes, width - c0); ++t)
             row[c0 + t] = accumulate ? row[c0 + t] + edge[t] : edge[t];
         }
       } else {
