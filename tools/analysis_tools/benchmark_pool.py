@@ -7,7 +7,9 @@ N C H W shape, 3-D for N C D H W. Times are given as ratios to two floors
 measured on the same tensor in the same run (these machines are noisy:
 compare ratios, not milliseconds): ``t_exp``, ``torch.exp(x, out=buf)`` (one
 vectorised exponential per input), and ``t_copy``, ``buf.copy_(x)``; and as
-ratios to max pool. Memory: peak extra memory of one call, and the part of it
+ratios to max pool. A third floor, ``t_fresh``, is the time to write a
+newly allocated tensor of the input's size once (page faults included): what
+any backward that returns a new input gradient pays. Memory: peak extra memory of one call, and the part of it
 that is not the tensors the call returns (SoftPool's forward returns the
 output and, for the backward, log_norm).
 
@@ -21,7 +23,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -91,8 +95,9 @@ def peak_memory_mb(fn, device):
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     # CPU: the kernel's peak resident set size (VmHWM), reset before the call
-    # (Linux: /proc/self/clear_refs). main() fixes glibc's mmap threshold so
-    # that freed blocks go back to the system and the next peak is seen.
+    # (Linux: /proc/self/clear_refs). measure_memory runs this with glibc's mmap
+    # threshold fixed, so that freed blocks go back to the system and the next
+    # peak is seen.
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')
     base = _status_kb('VmRSS')
@@ -117,7 +122,8 @@ def returned_mb(name, out):
     return size / 2**20
 
 
-def benchmark(args):
+def benchmark(args, measure):
+    """Rows of timings (measure='time') or of peak memory ('memory')."""
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     dims = len(args.shape) - 2
@@ -136,7 +142,10 @@ def benchmark(args):
             floors = dict(
                 t_exp_ms=timed(lambda: torch.exp(x, out=buffer), device, args.warmup,
                                args.repeats),
-                t_copy_ms=timed(lambda: buffer.copy_(x), device, args.warmup, args.repeats))
+                t_copy_ms=timed(lambda: buffer.copy_(x), device, args.warmup,
+                                args.repeats),
+                t_fresh_ms=timed(lambda: torch.empty_like(x).fill_(0), device, args.warmup,
+                                 args.repeats)) if measure == 'time' else {}
             results = {}
             for name, method in methods.items():
                 xg = x.detach().requires_grad_()
@@ -150,35 +159,40 @@ def benchmark(args):
                 def forward_backward():
                     torch.autograd.grad(method(xg, k, s, p), xg, grad)
 
-                forward_peak = peak_memory_mb(forward, device)
-                results[name] = dict(
-                    forward_ms=timed(forward, device, args.warmup, args.repeats),
-                    forward_backward_ms=timed(forward_backward, device, args.warmup,
-                                              args.repeats),
-                    forward_peak_mb=forward_peak,
-                    forward_temporary_mb=max(0.0, forward_peak - returned_mb(name, out)),
-                    forward_backward_peak_mb=peak_memory_mb(forward_backward, device))
-            base = results[max_name]
+                if measure == 'memory':
+                    forward_peak = peak_memory_mb(forward, device)
+                    results[name] = dict(
+                        forward_peak_mb=forward_peak,
+                        forward_temporary_mb=max(0.0, forward_peak - returned_mb(name, out)),
+                        forward_backward_peak_mb=peak_memory_mb(forward_backward, device))
+                else:
+                    results[name] = dict(
+                        forward_ms=timed(forward, device, args.warmup, args.repeats),
+                        forward_backward_ms=timed(forward_backward, device, args.warmup,
+                                                  args.repeats))
             for name, r in results.items():
-                rows.append(dict(
-                    memory_format=memory_format, kernel=k, stride=s, padding=p,
-                    method=name, **r, **floors,
-                    forward_exp_ratio=r['forward_ms'] / floors['t_exp_ms'],
-                    forward_backward_exp_ratio=r['forward_backward_ms'] /
-                    floors['t_exp_ms'],
-                    forward_ratio=r['forward_ms'] / base['forward_ms'],
-                    forward_backward_ratio=r['forward_backward_ms'] /
-                    base['forward_backward_ms']))
+                row = dict(memory_format=memory_format, kernel=k, stride=s, padding=p,
+                           method=name, **r, **floors)
+                if measure == 'time':
+                    base = results[max_name]
+                    row.update(
+                        forward_exp_ratio=r['forward_ms'] / floors['t_exp_ms'],
+                        forward_backward_exp_ratio=r['forward_backward_ms'] /
+                        floors['t_exp_ms'],
+                        forward_ratio=r['forward_ms'] / base['forward_ms'],
+                        forward_backward_ratio=r['forward_backward_ms'] /
+                        base['forward_backward_ms'])
+                rows.append(row)
     return rows
 
 
 def print_table(rows, header):
     print(header)
     columns = ('memory_format', 'kernel', 'stride', 'padding', 'method', 't_exp_ms',
-               't_copy_ms', 'forward_ms', 'forward_exp_ratio', 'forward_ratio',
+               't_copy_ms', 't_fresh_ms', 'forward_ms', 'forward_exp_ratio', 'forward_ratio',
                'forward_backward_ms', 'forward_backward_exp_ratio', 'forward_backward_ratio',
                'forward_peak_mb', 'forward_temporary_mb', 'forward_backward_peak_mb')
-    titles = ('format', 'k', 's', 'p', 'method', 't_exp ms', 't_copy ms', 'fwd ms',
+    titles = ('format', 'k', 's', 'p', 'method', 't_exp ms', 't_copy ms', 't_fresh ms', 'fwd ms',
               'fwd/t_exp', 'fwd/max', 'f+b ms', 'f+b/t_exp', 'f+b/max', 'fwd MB',
               'fwd temp MB', 'f+b MB')
     print('| ' + ' | '.join(titles) + ' |')
@@ -205,6 +219,7 @@ def parse_args():
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
     parser.add_argument('--json', help='also write the rows to this JSON file')
+    parser.add_argument('--memory-pass', help=argparse.SUPPRESS)  # internal: see measure_memory
     args = parser.parse_args()
     if len(args.shape) not in (4, 5):
         parser.error(f'--shape takes 4 (N C H W) or 5 (N C D H W) sizes, got {args.shape}')
@@ -220,20 +235,35 @@ def machine_description(device):
             f'{torch.backends.cpu.get_cpu_capability()})')
 
 
+def measure_memory(args):
+    """The memory rows, from a second process in which glibc's mmap threshold
+    is fixed (see peak_memory_mb). Timings stay in this one, with the
+    allocator as users run it: a fixed threshold would make every allocation
+    fresh pages, and time page faults."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'memory.json')
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+        subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:],
+                        '--memory-pass', path], env=env, check=True)
+        with open(path) as f:
+            return json.load(f)
+
+
 def main():
-    if (platform.system() == 'Linux' and
-            os.environ.get('MALLOC_MMAP_THRESHOLD_') != str(MMAP_THRESHOLD)):
-        # Large blocks as separate mappings, returned on free (see peak_memory_mb).
-        os.environ['MALLOC_MMAP_THRESHOLD_'] = str(MMAP_THRESHOLD)
-        os.execv(sys.executable, [sys.executable] + sys.argv)
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_pass:
+        with open(args.memory_pass, 'w') as f:
+            json.dump(benchmark(args, 'memory'), f)
+        return
     device = torch.device(args.device)
     machine = machine_description(device)
     header = (f'torch {torch.__version__}, {machine}, {args.dtype}, '
               f'shape {tuple(args.shape)}, median of {args.repeats}')
-    rows = benchmark(args)
+    rows = benchmark(args, 'time')
+    for row, memory in zip(rows, measure_memory(args)):
+        row.update(memory)
     print_table(rows, header)
     if args.json:
         with open(args.json, 'w') as f:

@@ -1,0 +1,38 @@
+"""tools/analysis_tools/benchmark_pool.py runs as a user runs it: 2-D and 3-D,
+floors and memory in its JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools' / 'benchmark_pool.py'
+
+
+@pytest.mark.parametrize('shape', [['2', '3', '12', '10'], ['1', '2', '6', '8', '8']])
+def test_benchmark_writes_floors_ratios_and_memory(shape, tmp_path):
+    out = tmp_path / 'bench.json'
+    subprocess.run([sys.executable, str(SCRIPT), '--shape', *shape, '--cases', '2,2,0', '3,2,1',
+                    '--memory-format', 'contiguous', 'channels_last', '--repeats', '1',
+                    '--warmup', '1', '--threads', '1', '--json', str(out)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.read_text())
+    dims = len(shape) - 2
+    assert 'SoftPool kernels' in result['setup']
+    rows = result['rows']
+    assert len(rows) == 2 * 2 * 4
+    assert {r['method'] for r in rows} == {
+        f'soft_pool{dims}d', f'max_pool{dims}d', f'avg_pool{dims}d', 'pytorch_formula'}
+    for row in rows:
+        for key in ('t_exp_ms', 't_copy_ms', 't_fresh_ms', 'forward_ms', 'forward_backward_ms',
+                    'forward_peak_mb', 'forward_temporary_mb', 'forward_backward_peak_mb'):
+            assert row[key] >= 0, key
+        assert row['forward_exp_ratio'] == pytest.approx(row['forward_ms'] / row['t_exp_ms'])
+
+
+def test_benchmark_refuses_a_shape_of_the_wrong_rank():
+    result = subprocess.run([sys.executable, str(SCRIPT), '--shape', '2', '3', '4'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert '--shape takes 4 (N C H W) or 5 (N C D H W) sizes' in result.stderr
