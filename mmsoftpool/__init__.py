@@ -19,6 +19,7 @@ if is_installed('mmengine'):
     from . import engine  # noqa: F401  RNGStateHook, CheckpointMatchHook
     from . import models  # noqa: F401  SoftPool backbones for MMDetection
     from .models import classification  # noqa: F401  empty without MMPretrain
+    from .models import video  # noqa: F401  empty without MMAction2
     from .datasets import demo  # noqa: F401  the demo datasets (DemoShapes*)
 
     # `_base_ = 'mmsoftpool::retinanet/...'`: MMEngine resolves `pkg::` only for the

@@ -61,3 +61,18 @@ INCEPTION_V3_POOL_SITES = {
     'mixed_7a': _site(nn.MaxPool2d, 'Mixed_7a.branch_pool'),
     'mixed_7b-d': _site(nn.AvgPool2d, 'Mixed_7[bc].branch_pool_downsample'),
 }
+
+
+# MMAction2's 3-D ResNets (ResNet3d: I3D, C3D-style R3D; ResNet3dSlowOnly;
+# ResNet2Plus1d): the stem max-pool ``maxpool`` (1x3x3, stride
+# (pool1_stride_t, 2, 2), padding (0, 1, 1)) and the temporal max-pool
+# ``pool2`` after the first stage (2x1x1, stride 2 along time; built by every
+# ResNet3d, used in forward only with ``with_pool2=True``, never by
+# ResNet2Plus1d). The paper's video networks replace every pool with SoftPool
+# of the same geometry (Section 5), the default here.
+SAME_GEOMETRY_SOFTPOOL3D = dict(type='SoftPool3d')
+
+RESNET3D_POOL_SLOTS = {
+    'stem_pool_cfg': PoolSlot((nn.MaxPool3d, ), 'maxpool', SAME_GEOMETRY_SOFTPOOL3D),
+    'temporal_pool_cfg': PoolSlot((nn.MaxPool3d, ), 'pool2', SAME_GEOMETRY_SOFTPOOL3D),
+}
