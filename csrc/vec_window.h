@@ -58,6 +58,15 @@ inline Vectorized<float> exp_nonpositive(const Vectorized<float>& d) {
 // double: Sleef's exp (1 ulp); double is not on the fast path.
 inline Vectorized<double> exp_nonpositive(const Vectorized<double>& d) { return d.exp(); }
 
+// Lane j: ptr[j * stride] for j < lanes, else 0 (stride 0: an expanded tensor).
+template <typename Vec>
+inline Vec load_strided(const typename Vec::value_type* ptr, int64_t stride, int64_t lanes) {
+  if (stride == 1) return Vec::loadu(ptr, lanes);
+  alignas(64) typename Vec::value_type buffer[Vec::size()] = {};
+  for (int64_t j = 0; j < lanes; ++j) buffer[j] = ptr[j * stride];
+  return Vec::loadu(buffer);
+}
+
 // kCells > 0: windows of exactly kCells cells, known at compile time so that
 // the loops unroll and the cells stay in registers; 0: any count up to
 // kMaxVectorCells.

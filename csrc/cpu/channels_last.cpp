@@ -90,15 +90,6 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5, at::Tensor
   });
 }
 
-// Lane j: ptr[j * stride] for j < lanes, else 0 (stride 0: an expanded tensor).
-template <typename Vec>
-Vec load_strided(const typename Vec::value_type* ptr, int64_t stride, int64_t lanes) {
-  if (stride == 1) return Vec::loadu(ptr, lanes);
-  alignas(64) typename Vec::value_type buffer[Vec::size()] = {};
-  for (int64_t j = 0; j < lanes; ++j) buffer[j] = ptr[j * stride];
-  return Vec::loadu(buffer);
-}
-
 // Whether input position i along a dimension lies in some window.
 std::vector<uint8_t> covered(int64_t size, int64_t kernel, int64_t stride, int64_t padding,
                              int64_t windows) {

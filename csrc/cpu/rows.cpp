@@ -220,15 +220,6 @@ void cell_pointers(const RowPhases<scalar_t>& phases, const PoolGeometry& g,
       cells[i] = (rows[r] ? rows[r] : padding) + phases.cell_entry[kw];
 }
 
-// Lane j: ptr[j * stride] for j < lanes, else 0 (stride 0: an expanded tensor).
-template <typename Vec>
-Vec load_strided(const typename Vec::value_type* ptr, int64_t stride, int64_t lanes) {
-  if (stride == 1) return Vec::loadu(ptr, lanes);
-  alignas(64) typename Vec::value_type buffer[Vec::size()] = {};
-  for (int64_t j = 0; j < lanes; ++j) buffer[j] = ptr[j * stride];
-  return Vec::loadu(buffer);
-}
-
 // Parallel over output rows (sample, channel, od, oh): all threads busy
 // whatever the batch.
 template <typename K>
