@@ -359,7 +359,10 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
   }
   at::parallel_for(0, planes, grain_for(plane_rows), [&](int64_t begin, int64_t end) {
     for (int64_t tag = begin * plane_rows; tag < end * plane_rows; ++tag)
-      if (!written[tag]) std::fill(dx_row(tag), dx_row(tag) + g.input[2], scalar_t(0));
+      if (!written[tag]) {
+        scalar_t* row = dx_row(tag);
+        std::fill(row, row + g.input[2], scalar_t(0));
+      }
   });
 }
 

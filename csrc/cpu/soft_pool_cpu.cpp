@@ -17,6 +17,21 @@ namespace mmsoftpool {
 
 namespace {
 
+// Adds the gradient of one window (incoming gradient `grad`) to the cells of
+// dx_plane, which has the spatial strides ds; x_plane has strides xs.
+template <typename acc_t, typename scalar_t>
+void add_window_gradient(const scalar_t* x_plane, const int64_t* xs, acc_t* dx_plane,
+                                const int64_t* ds, const Window& w, acc_t grad,
+                                acc_t log_norm) {
+  const auto stats = window_grad_stats<acc_t>(x_plane, w, xs, log_norm);
+  for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
+    for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
+      for (int64_t q = w.begin[2]; q < w.end[2]; ++q) {
+        const acc_t v = static_cast<acc_t>(x_plane[d * xs[0] + h * xs[1] + q * xs[2]]);
+        dx_plane[d * ds[0] + h * ds[1] + q * ds[2]] += cell_gradient(v, grad, stats);
+      }
+}
+
 template <typename scalar_t>
 void forward_kernel(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
                     const PoolGeometry& g) {

@@ -1,5 +1,5 @@
-// Internal to the CPU kernels: the vectorised fast paths and the scalar
-// backward of one window, which both paths use.
+// Internal to the CPU kernels: what the generic kernels (soft_pool_cpu.cpp)
+// and the vectorised ones of each CPU capability share.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -28,21 +28,6 @@ inline int64_t element_offset(const at::Tensor& t5, int64_t n, int64_t c, int64_
                               int64_t w) {
   return n * t5.stride(0) + c * t5.stride(1) + d * t5.stride(2) + h * t5.stride(3) +
          w * t5.stride(4);
-}
-
-// Adds the gradient of one window (incoming gradient `grad`) to the cells of
-// dx_plane, which has the spatial strides ds; x_plane has strides xs.
-template <typename acc_t, typename scalar_t>
-inline void add_window_gradient(const scalar_t* x_plane, const int64_t* xs, acc_t* dx_plane,
-                                const int64_t* ds, const Window& w, acc_t grad,
-                                acc_t log_norm) {
-  const auto stats = window_grad_stats<acc_t>(x_plane, w, xs, log_norm);
-  for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
-    for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
-      for (int64_t q = w.begin[2]; q < w.end[2]; ++q) {
-        const acc_t v = static_cast<acc_t>(x_plane[d * xs[0] + h * xs[1] + q * xs[2]]);
-        dx_plane[d * ds[0] + h * ds[1] + q * ds[2]] += cell_gradient(v, grad, stats);
-      }
 }
 
 // Vectorised kernels for float and double inputs that are contiguous along W
