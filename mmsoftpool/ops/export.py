@@ -113,3 +113,24 @@ def export_decompositions():
 # private API, but it is the one place a plain torch.onnx.export(...,
 # dynamo=True) reads; the eager dispatch of the op is unchanged by it.
 torch._decomp.decomposition_table.setdefault(_FORWARD, _table_entry)
+
+
+def _register_inductor_fallback():
+    """torch.compile keeps calling the compiled kernel: inductor's lowering of
+    the op is a fallback to it, with the layout constraint of the op's tags,
+    as inductor's implicit fallback would choose. Registered here because the
+    table entry above makes the implicit fallback raise "a decomposition
+    exists" whenever the environment sets ``CI`` (torch/_inductor/lowering.py,
+    make_fallback)."""
+    from torch._inductor import lowering
+    from torch._library.utils import get_layout_constraint_tag
+    if _FORWARD in lowering.lowerings:
+        return
+    tag = get_layout_constraint_tag(_FORWARD, with_default=True)
+    lowering.make_fallback(
+        _FORWARD,
+        layout_constraint=lowering.tag_to_layout_constraint(tag),
+        warn=False)
+
+
+_register_inductor_fallback()
