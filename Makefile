@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 STACK_STAMP := $(VENV)/.stack-installed
 BUILD_STAMP := $(VENV)/.mmsoftpool-built
 SOURCES := setup.py $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu)
+TASK ?= detection
 DETECTOR ?= retinanet
 POOL ?= softpool
 # CUDA compile check (no GPU needed): nvcc, CUDA_HOME and the CUDA headers of torch's wheels.
@@ -17,7 +18,13 @@ CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(realpath $(dir $(NVCC))..
 .PHONY: demo test venv build cuda-check
 
 demo: build
+ifeq ($(TASK),video)
+	$(PY) tools/demo_video.py --pool $(POOL)
+else ifeq ($(TASK),detection)
 	$(PY) tools/demo.py --detector $(DETECTOR) --pool $(POOL)
+else
+	$(error TASK must be detection or video, got TASK=$(TASK))
+endif
 
 test: build
 	$(PY) -m pytest tests

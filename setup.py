@@ -165,6 +165,10 @@ setup(
         # ONNX export, onnx.checker and ONNX Runtime (tools/deployment/export.py);
         # the versions verified together are pinned in requirements/stack.txt
         'deploy': ['onnx>=1.23', 'onnxscript>=0.7', 'onnxruntime>=1.31'],
+        # What MMAction2's rawframe recognizers and the video demo use. MMAction2
+        # itself comes from tools/install_mmaction2.sh (its 1.2.0 wheel cannot
+        # import mmaction.models, and its own requirements replace mmcv's cv2).
+        'video': ['einops', 'matplotlib', 'scipy'],
         'tests': ['pytest', 'scikit-image', 'statsmodels'],
     },
     ext_modules=[make_extension()],

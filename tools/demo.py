@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from mmdet.structures import DetDataSample
 from mmdet.visualization import DetLocalVisualizer
-from mmengine.hooks import Hook
 from mmengine.structures import InstanceData
 from pycocotools import mask as mask_utils
 
 from mmsoftpool.datasets import ensure_demo_dataset
+from mmsoftpool.engine import LastValidationHook
 from mmsoftpool.tools.launch import (CfgOptions, UserError, load_config,
                                      run_tool)
 from mmsoftpool.tools.train import build_runner
@@ -107,17 +107,6 @@ def use_demo_data(cfg, data_root: str, num_train: int, num_val: int) -> dict:
     for split in ('val', 'test'):
         cfg[f'{split}_evaluator'].ann_file = ann_files['val']
     return ann_files
-
-
-class LastValidation(Hook):
-    """Keeps the metrics of the run's last validation (ValLoop passes them
-    to ``after_val_epoch``)."""
-
-    def __init__(self):
-        self.metrics = {}
-
-    def after_val_epoch(self, runner, metrics=None):
-        self.metrics = dict(metrics or {})
 
 
 def format_table(metrics: dict) -> str:
@@ -218,7 +207,7 @@ def main(argv=None):
 
     start = time.time()
     runner = build_runner(cfg)
-    last_validation = LastValidation()
+    last_validation = LastValidationHook()
     runner.register_hook(last_validation, priority='LOWEST')
     runner.train()
     train_seconds = time.time() - start

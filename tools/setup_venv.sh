@@ -39,30 +39,8 @@ if ! ls "$CACHE"/mmcv-*.whl >/dev/null 2>&1; then
     mv "$BUILD"/dist/mmcv-*.whl "$CACHE"/
 fi
 
-# mmaction2 1.2.0 (the `video` extra) as published cannot import mmaction.models:
-# localizers/__init__.py imports .drn, which its wheel does not contain. The wheel is
-# repacked with that import removed and cached; it is installed --no-deps, because its
-# requirements (opencv-contrib-python, which replaces mmcv's cv2, and decord) serve video
-# decoding, not the rawframe pipelines the project uses.
-MMACTION=$(pin mmaction2)
-ACTION_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/mmsoftpool/wheels/mmaction2-$MMACTION-no-drn"
-if ! ls "$ACTION_CACHE"/mmaction2-*.whl >/dev/null 2>&1; then
-    echo "[setup] repacking mmaction2 $MMACTION without its missing localizers/drn import"
-    FIX=$(mktemp -d)
-    "$VENV/bin/python" -m pip download --disable-pip-version-check --no-deps --only-binary :all: \
-        -d "$FIX" "mmaction2==$MMACTION"
-    "$VENV/bin/python" -m wheel unpack -d "$FIX/unpacked" "$FIX"/mmaction2-*.whl
-    INIT=$(ls "$FIX"/unpacked/mmaction2-*/mmaction/models/localizers/__init__.py)
-    sed -i -e '/^from \.drn\.drn import DRN$/d' -e "s/, 'DRN'\]/]/" "$INIT"
-    if grep -q drn "$INIT"; then echo "[setup] could not remove the drn import from $INIT" >&2; exit 1; fi
-    mkdir -p "$FIX/dist"
-    "$VENV/bin/python" -m wheel pack -d "$FIX/dist" "$FIX"/unpacked/mmaction2-*
-    mkdir -p "$ACTION_CACHE"
-    mv "$FIX"/dist/mmaction2-*.whl "$ACTION_CACHE"/
-    rm -rf "$FIX"
-fi
-
 echo "[setup] installing mmcv (cached wheel), mmdet and mmpretrain"
 "${PIP[@]}" "$CACHE"/mmcv-*.whl "mmdet==$(pin mmdet)" "mmpretrain==$(pin mmpretrain)"
-"${PIP[@]}" --no-deps "$ACTION_CACHE"/mmaction2-*.whl
+# MMAction2, repacked and installed --no-deps (see the script)
+PYTHON="$VENV/bin/python" bash tools/install_mmaction2.sh
 "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmpretrain, mmaction.models; print('[setup] stack ready: mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'mmaction2', mmaction.__version__)"
