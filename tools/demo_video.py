@@ -59,11 +59,20 @@ def parse_args(argv=None):
     parser.add_argument(
         '--work-dir', help='defaults to work_dirs/demo_video/r3d18_<pool>')
     parser.add_argument(
+        '--num-train-per-class',
+        type=int,
+        help='number of generated training clips of each action (the '
+        'generator\'s default: 100)')
+    parser.add_argument(
+        '--num-val-per-class',
+        type=int,
+        help='number of generated validation clips of each action (the '
+        'generator\'s default: 25)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=CfgOptions,
-        help='overrides of the config, e.g. train_cfg.max_epochs=2 or '
-        'train_dataloader.dataset.num_train_per_class=8')
+        help='overrides of the config, e.g. train_cfg.max_epochs=2')
     return parser.parse_args(argv)
 
 
@@ -83,8 +92,14 @@ def main(argv=None):
     work_dir = args.work_dir or osp.join('work_dirs', 'demo_video',
                                          f'r3d18_{args.pool}')
     cfg = load_config(config, args.cfg_options, work_dir, 'none')
+    # One dataset, generated once: every split's config names the same
+    # generator arguments (a mismatch is an error, never a silent reuse).
+    generator = dict(root=args.data_root)
+    for name in ('num_train_per_class', 'num_val_per_class'):
+        if getattr(args, name) is not None:
+            generator[name] = getattr(args, name)
     for split in ('train', 'val', 'test'):
-        cfg[f'{split}_dataloader'].dataset.root = args.data_root
+        cfg[f'{split}_dataloader'].dataset.update(generator)
 
     start = time.time()
     runner = build_runner(cfg)
