@@ -131,3 +131,14 @@ def test_demo_twins_differ_only_in_pooling():
     model = build(load(DEMO[0]).model)
     assert isinstance(model.backbone.maxpool, SoftPool3d)
     assert isinstance(model.backbone.pool2, SoftPool3d)
+
+
+def test_metafile_lists_every_table7_config():
+    import yaml
+    with open(VIDEO / 'metafile.yml') as f:
+        listed = [m['Config'] for m in yaml.safe_load(f)['Models']]
+    assert sorted(listed) == sorted(
+        f'configs/video/{n}'
+        for n in set(BASELINES) | set(BASELINES.values()) | set(FINETUNE))
+    with open(VIDEO.parents[1] / 'model-index.yml') as f:
+        assert 'configs/video/metafile.yml' in yaml.safe_load(f)['Import']
