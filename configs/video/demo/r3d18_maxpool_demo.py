@@ -9,8 +9,12 @@ _base_ = 'mmaction::_base_/default_runtime.py'
 # The dataset (and the checkpoint hooks below) come with mmsoftpool.
 custom_imports = dict(imports=['mmsoftpool'], allow_failed_imports=False)
 
+# `_scope_`: a config inheriting this one as `mmsoftpool::video/demo/...` would
+# otherwise build the dicts defined here in the `mmsoftpool` scope, which
+# serves the detection configs (mmsoftpool/registry.py).
 model = dict(
     type='Recognizer3D',
+    _scope_='mmaction',
     backbone=dict(
         type='ResNet3d',
         depth=18,
@@ -69,6 +73,7 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
+        _scope_='mmaction',
         root=data_root,
         split='train',
         pipeline=train_pipeline))
@@ -79,6 +84,7 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
+        _scope_='mmaction',
         root=data_root,
         split='val',
         pipeline=val_pipeline,
@@ -88,8 +94,9 @@ test_dataloader = val_dataloader
 val_evaluator = [
     dict(
         type='AccMetric',
+        _scope_='mmaction',
         metric_options=dict(top_k_accuracy=dict(topk=(1, )))),
-    dict(type='ConfusionMatrix', num_classes=4)
+    dict(type='ConfusionMatrix', _scope_='mmaction', num_classes=4)
 ]
 test_evaluator = val_evaluator
 
