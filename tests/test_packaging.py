@@ -140,3 +140,33 @@ def test_mmdet_tools_with_a_base_by_path_then_test_and_inference(installed):
                checkpoint, '--out-dir', 'painted', '--score-thr', '0'], user,
               user_env())
     assert (user / 'painted' / 'vis' / image.name).is_file(), log.stdout
+
+
+def test_video_demo_from_the_wheel_with_mmaction_tools(installed):
+    """The wheel's video demo config: inherited as ``mmsoftpool::video/...``
+    by the project's entry point, and by file path (plus custom_imports) by
+    MMAction2's own tools/train.py; a few generated clips, one epoch."""
+    pytest.importorskip('mmaction')
+    python, user, package = installed
+    small = 'dict(dataset=dict(num_train_per_class=2, num_val_per_class=1))'
+    rest = ('train_cfg = dict(max_epochs=1, val_interval=1)\n'
+            f'train_dataloader = {small}\nval_dataloader = {small}\n'
+            f'test_dataloader = {small}\n')
+    (user / 'video_scoped.py').write_text(
+        "_base_ = 'mmsoftpool::video/demo/r3d18_softpool_demo.py'\n" + rest)
+    log = run([python, '-m', 'mmsoftpool.tools.train', 'video_scoped.py',
+               '--work-dir', 'work_video_scoped'], user, user_env())
+    assert 'acc/top1:' in log.stdout + log.stderr
+    base = package / '.mim' / 'configs' / 'video' / 'demo' / \
+        'r3d18_softpool_demo.py'
+    (user / 'video_path.py').write_text(
+        f'_base_ = {str(base)!r}\n'
+        "custom_imports = dict(imports=['mmsoftpool'], "
+        'allow_failed_imports=False)\n' + rest)
+    tools = run([python, '-c', 'import mmaction, os; print(os.path.join('
+                 'os.path.dirname(mmaction.__file__), ".mim", "tools"))'],
+                user).stdout.strip()
+    log = run([python, os.path.join(tools, 'train.py'), 'video_path.py',
+               '--work-dir', 'work_video_path'], user, user_env())
+    assert 'acc/top1:' in log.stdout + log.stderr
+    assert (user / 'work_video_path' / 'epoch_1.pth').is_file()
