@@ -32,10 +32,9 @@ from mmengine.structures import InstanceData
 from pycocotools import mask as mask_utils
 
 from mmsoftpool.datasets import ensure_demo_dataset
-from mmsoftpool.engine import LastValidationHook
 from mmsoftpool.tools.launch import (CfgOptions, UserError, load_config,
                                      run_tool)
-from mmsoftpool.tools.train import build_runner
+from mmsoftpool.tools.train import train_keeping_last_validation
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
@@ -206,16 +205,10 @@ def main(argv=None):
     cfg.val_evaluator.outfile_prefix = outfile_prefix
 
     start = time.time()
-    runner = build_runner(cfg)
-    last_validation = LastValidationHook()
-    runner.register_hook(last_validation, priority='LOWEST')
-    runner.train()
+    last_metrics = train_keeping_last_validation(cfg)
     train_seconds = time.time() - start
 
-    metrics = {
-        k: v
-        for k, v in last_validation.metrics.items() if k.startswith('coco/')
-    }
+    metrics = {k: v for k, v in last_metrics.items() if k.startswith('coco/')}
     if 'coco/bbox_mAP' not in metrics:
         raise UserError(
             'the last validation gave no COCO metric: CocoMetric found no '

@@ -24,17 +24,13 @@ import os.path as osp
 import time
 
 import matplotlib
+import torch
+from mmaction.evaluation import ConfusionMatrix
 
-matplotlib.use('Agg')  # files only, also where a display is set
-
-import torch  # noqa: E402
-from mmaction.evaluation import ConfusionMatrix  # noqa: E402
-
-from mmsoftpool.datasets import ACTION_CLASSES  # noqa: E402
-from mmsoftpool.engine import LastValidationHook  # noqa: E402
-from mmsoftpool.tools.launch import (CfgOptions, UserError,  # noqa: E402
-                                     load_config, run_tool)
-from mmsoftpool.tools.train import build_runner  # noqa: E402
+from mmsoftpool.datasets import ACTION_CLASSES
+from mmsoftpool.tools.launch import (CfgOptions, UserError, load_config,
+                                     run_tool)
+from mmsoftpool.tools.train import train_keeping_last_validation
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
@@ -77,6 +73,7 @@ def parse_args(argv=None):
 
 
 def write_confusion_matrix(matrix: torch.Tensor, out_file: str) -> None:
+    matplotlib.use('Agg')  # a file only, also where a display is set
     figure = ConfusionMatrix.plot(
         matrix, include_values=True, classes=list(ACTION_CLASSES),
         show=False)
@@ -102,13 +99,9 @@ def main(argv=None):
         cfg[f'{split}_dataloader'].dataset.update(generator)
 
     start = time.time()
-    runner = build_runner(cfg)
-    last_validation = LastValidationHook()
-    runner.register_hook(last_validation, priority='LOWEST')
-    runner.train()
+    found = train_keeping_last_validation(cfg)
     train_seconds = time.time() - start
 
-    found = last_validation.metrics
     if 'acc/top1' not in found or 'confusion_matrix/result' not in found:
         raise UserError(
             'the last validation gave no accuracy and confusion matrix; the '

@@ -11,7 +11,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
-from mmsoftpool.engine import find_resumable_checkpoint
+from mmsoftpool.engine import LastValidationHook, find_resumable_checkpoint
 from mmsoftpool.tools.launch import (UserError, add_check_images_arg,
                                       check_data, load_config,
                                       parse_with_launch_args, run_tool,
@@ -88,6 +88,16 @@ def build_runner(cfg, check_images: str = 'header') -> Runner:
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
+
+
+def train_keeping_last_validation(cfg) -> dict:
+    """Train as :func:`build_runner` builds the run; returns the metrics of
+    its last validation (used by the demos, which report them)."""
+    runner = build_runner(cfg)
+    last_validation = LastValidationHook()
+    runner.register_hook(last_validation, priority='LOWEST')
+    runner.train()
+    return last_validation.metrics
 
 
 def cli():
