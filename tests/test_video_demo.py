@@ -160,3 +160,28 @@ def test_demo_runs_end_to_end(tmp_path):
     assert metrics['acc/top1'] == pytest.approx(np.trace(matrix) / 8)
     image = cv2.imread(str(tmp_path / 'work' / 'confusion_matrix.png'))
     assert image is not None and min(image.shape[:2]) > 100
+
+
+def test_mmsoftpool_imports_without_mmaction(tmp_path):
+    """Where MMAction2 is not installed, ``import mmsoftpool`` works, the
+    generator works, and only the MMAction2 dataset is absent."""
+    result = run_python(f'''
+        import sys
+
+        class NoMMAction:
+            def find_spec(self, name, path=None, target=None):
+                if name == 'mmaction' or name.startswith('mmaction.'):
+                    raise ModuleNotFoundError(f'No module named {{name!r}}',
+                                              name=name)
+
+        sys.meta_path.insert(0, NoMMAction())
+        import mmsoftpool
+        from mmsoftpool.datasets import action_demo
+        assert not hasattr(action_demo, 'DemoActionsDataset')
+        assert 'mmaction' not in sys.modules
+        action_demo.generate_action_demo({str(tmp_path / 'clips')!r},
+                                         num_train_per_class=1,
+                                         num_val_per_class=1)
+        print('ok')
+        ''')
+    assert result.stdout.split()[-1] == 'ok'
