@@ -45,13 +45,17 @@ inline Vectorized<float> exp_nonpositive(const Vectorized<float>& d) {
   p = at::vec::fmadd(p, r, Vec(0.166666671633720397949219f));
   p = at::vec::fmadd(p, r, Vec(0.5f));
   p = at::vec::fmadd(p, r * r, r) + Vec(1.f);
-  // n in [-150, 0]: 2^n1 * 2^n2 with n1, n2 in [-75, 0], each built from its
-  // exponent bits ((k + 127) << 23, computed exactly in float).
-  const Vec n1 = (n * Vec(0.5f)).trunc(), n2 = n - n1;
+  // 2^k for integral k in [-126, 0], from its exponent bits ((k + 127) << 23,
+  // computed exactly in float).
   const auto power_of_two = [](const Vec& k) {
     return at::vec::cast<float>(
         at::vec::convert_to_int_of_same_size((k + Vec(127.f)) * Vec(8388608.f)));
   };
+  // n >= -126 in every lane (x >= -87: all SoftPool sees but far tails): 2^n
+  // is normal and p * 2^n rounds once. Else n in [-150, 0]: 2^n1 * 2^n2 with
+  // n1, n2 in [-75, 0], which rounds once too, so both give the same bits.
+  if ((n < Vec(-126.f)).zero_mask() == (1 << Vec::size()) - 1) return p * power_of_two(n);
+  const Vec n1 = (n * Vec(0.5f)).trunc(), n2 = n - n1;
   return p * power_of_two(n1) * power_of_two(n2);
 }
 
