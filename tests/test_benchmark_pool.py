@@ -31,6 +31,19 @@ def test_benchmark_writes_floors_ratios_and_memory(shape, tmp_path):
         assert row['forward_exp_ratio'] == pytest.approx(row['forward_ms'] / row['t_exp_ms'])
 
 
+def test_benchmark_times_with_a_warm_heap(tmp_path):
+    """--heap warm runs the timings again with glibc's thresholds set, and
+    says so; the memory pass still sees freed blocks go back to the system."""
+    out = tmp_path / 'bench.json'
+    subprocess.run([sys.executable, str(SCRIPT), '--shape', '2', '3', '12', '10', '--cases',
+                    '2,2,0', '--repeats', '1', '--warmup', '1', '--heap', 'warm', '--json',
+                    str(out)], check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert 'warm heap' in result['setup']
+    assert result['args']['heap'] == 'warm'
+    assert all(row['forward_backward_peak_mb'] >= 0 for row in result['rows'])
+
+
 def test_benchmark_refuses_a_shape_of_the_wrong_rank():
     result = subprocess.run([sys.executable, str(SCRIPT), '--shape', '2', '3', '4'],
                             capture_output=True, text=True, timeout=120)

@@ -62,11 +62,17 @@ struct RowPhases {
   // phase are one block of stride * kLanes input columns from column(0, q0).
   bool simd() const { return stride <= 2; }
 
+  // Lanes j < n of `head`, the others of `tail` (n may be <= 0 or >= kLanes):
+  // a compare and a blend, where Vec::set is a call over a switch.
+  static Vec head_lanes(const Vec& head, const Vec& tail, int64_t n) {
+    return Vec::blendv(tail, head, Vec::arange(scalar_t(0), 1) < Vec(static_cast<scalar_t>(n)));
+  }
+
   // Columns c0 .. c0 + lanes - 1 of a row, columns past its end as -inf.
   Vec load_columns(const scalar_t* row, int64_t c0) const {
     const int64_t n = std::min(kLanes, width - c0);
     if (n == kLanes) return Vec::loadu(row + c0);
-    return n > 0 ? Vec::set(Vec(-kInf), Vec::loadu(row + c0, n), n) : Vec(-kInf);
+    return n > 0 ? head_lanes(Vec::loadu(row + c0, n), Vec(-kInf), n) : Vec(-kInf);
   }
 
   void split(const scalar_t* row, scalar_t* out) const {
@@ -87,8 +93,8 @@ struct RowPhases {
         }
         const int64_t read = used - q0;  // entries no window reads: 0, finite for lanes past a row
         if (read < kLanes) {
-          even = Vec::set(Vec(0), even, std::max<int64_t>(0, read));
-          odd = Vec::set(Vec(0), odd, std::max<int64_t>(0, read));
+          even = head_lanes(even, Vec(0), read);
+          odd = head_lanes(odd, Vec(0), read);
         }
         even.store(out + q0);
         if (stride == 2) odd.store(out + length + q0);

@@ -13,6 +13,13 @@ any backward that returns a new input gradient pays. Memory: peak extra memory o
 that is not the tensors the call returns (SoftPool's forward returns the
 output and, for the backward, log_norm).
 
+Timings run with glibc's heap as users run it (``--heap default``), so a
+call may pay page faults for the tensors it returns, depending on whether
+the allocator kept freed memory: ``t_fresh`` shows how much that is worth.
+``--heap warm`` keeps freed memory in the heap (glibc's mmap and trim
+thresholds at 1 GiB), so no call pays page faults after warm-up: the
+kernels' own time, for comparing them with the floors.
+
 Example (the ResNet stem)::
 
     python tools/analysis_tools/benchmark_pool.py --shape 16 64 112 112 \
@@ -47,6 +54,8 @@ def pytorch_formula(avg_pool):
 
 
 MMAP_THRESHOLD = 1 << 16
+# --heap warm: freed blocks stay in glibc's heap and are reused without page faults.
+WARM_HEAP_ENV = dict(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30))
 
 METHODS = {
     2: {
@@ -218,6 +227,9 @@ def parse_args():
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
+    parser.add_argument('--heap', choices=['default', 'warm'], default='default',
+                        help='glibc heap for the timings: as users run it (default), or '
+                        'warm, keeping freed memory so that no call pays page faults (CPU)')
     parser.add_argument('--json', help='also write the rows to this JSON file')
     parser.add_argument('--memory-pass', help=argparse.SUPPRESS)  # internal: see measure_memory
     args = parser.parse_args()
@@ -242,15 +254,27 @@ def measure_memory(args):
     fresh pages, and time page faults."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'memory.json')
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+        env = {k: v for k, v in os.environ.items() if k not in WARM_HEAP_ENV}
+        env['MALLOC_MMAP_THRESHOLD_'] = str(MMAP_THRESHOLD)
         subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:],
                         '--memory-pass', path], env=env, check=True)
         with open(path) as f:
             return json.load(f)
 
 
+def heap_description(args):
+    if args.heap == 'default':
+        return 'heap as users run it'
+    if any(os.environ.get(k) != v for k, v in WARM_HEAP_ENV.items()):
+        # glibc reads its thresholds at start-up: run again with them set.
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+                  dict(os.environ, **WARM_HEAP_ENV))
+    return 'warm heap (glibc mmap and trim thresholds 1 GiB: no page faults after warm-up)'
+
+
 def main():
     args = parse_args()
+    heap = heap_description(args) if args.device == 'cpu' and not args.memory_pass else ''
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_pass:
@@ -260,7 +284,8 @@ def main():
     device = torch.device(args.device)
     machine = machine_description(device)
     header = (f'torch {torch.__version__}, {machine}, {args.dtype}, '
-              f'shape {tuple(args.shape)}, median of {args.repeats}')
+              f'shape {tuple(args.shape)}, median of {args.repeats}' +
+              (f', {heap}' if heap else ''))
     rows = benchmark(args, 'time')
     for row, memory in zip(rows, measure_memory(args)):
         row.update(memory)
