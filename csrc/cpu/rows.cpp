@@ -226,6 +226,68 @@ void cell_pointers(const RowPhases<scalar_t>& phases, const PoolGeometry& g,
       cells[i] = (rows[r] ? rows[r] : padding) + phases.cell_entry[kw];
 }
 
+// Row ends that fill at most half a vector (56 = 3 x 16 + 8 columns at
+// AVX-512, the ResNet stem) are computed two rows to a vector: the pending
+// row's end in lanes [0, t), the next row's in [t, 2t). Lanes are independent
+// windows, so the results are the same bits as one row end to a vector.
+template <typename K>
+class PairedRowEnds {
+ public:
+  using Vec = typename K::Vec;
+  using scalar_t = typename Vec::value_type;
+
+  explicit PairedRowEnds(const PoolGeometry& g)
+      : tail_(g.output[2] % K::kLanes), start_(g.output[2] - tail_), count_(K::cell_count(g)) {}
+
+  // Whether the rows' last windows go through add(); else the rows' vectors
+  // run to the end of the row.
+  bool used() const { return tail_ > 0 && 2 * tail_ <= K::kLanes; }
+  int64_t start() const { return start_; }  // the first column of a row end
+
+  // The row end whose cells start at cell_at[i] + start() and whose outputs
+  // go to y_row, ln_row (+ start()): held until the next one, then both run.
+  void add(scalar_t* const* cell_at, scalar_t* y_row, scalar_t* ln_row) {
+    const int64_t lane = pending_y_ ? tail_ : 0;
+    for (int64_t i = 0; i < count_; ++i) Vec::loadu(cell_at[i] + start_).store(cells_[i] + lane);
+    if (!pending_y_) {
+      pending_y_ = y_row + start_;
+      pending_ln_ = ln_row + start_;
+      return;
+    }
+    Vec out, log_norm;
+    run(out, log_norm);
+    alignas(64) scalar_t out_lanes[K::kLanes], ln_lanes[K::kLanes];
+    out.store(out_lanes);
+    log_norm.store(ln_lanes);
+    std::copy_n(out_lanes + tail_, tail_, y_row + start_);
+    std::copy_n(ln_lanes + tail_, tail_, ln_row + start_);
+  }
+
+  // Runs a row end left pending (at the end of a thread's rows).
+  void flush() {
+    if (!pending_y_) return;
+    Vec out, log_norm;
+    run(out, log_norm);
+  }
+
+ private:
+  // The pending row end's outputs from lanes [0, t).
+  void run(Vec& out, Vec& log_norm) {
+    Vec cells[K::kMax];
+    for (int64_t i = 0; i < count_; ++i) cells[i] = Vec::loadu(cells_[i]);
+    K::forward(cells, count_, out, log_norm);
+    out.store(pending_y_, tail_);
+    log_norm.store(pending_ln_, tail_);
+    pending_y_ = pending_ln_ = nullptr;
+  }
+
+  int64_t tail_, start_, count_;
+  // Room for two row ends; lanes past them hold finite cells of the split rows.
+  alignas(64) scalar_t cells_[K::kMax][2 * K::kLanes];
+  scalar_t* pending_y_ = nullptr;
+  scalar_t* pending_ln_ = nullptr;
+};
+
 // Parallel over output rows (sample, channel, od, oh): all threads busy
 // whatever the batch.
 template <typename K>
@@ -245,6 +307,8 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
     RowSlots<scalar_t> slots(phases, g, /*with_grad=*/false);
     const std::unique_ptr<scalar_t[]> padding(new scalar_t[phases.size()]);
     std::fill(padding.get(), padding.get() + phases.size(), -K::kInf);
+    const auto row_ends = std::make_unique<PairedRowEnds<K>>(g);
+    const int64_t vector_end = row_ends->used() ? row_ends->start() : g.output[2];
     scalar_t* window_rows[kMaxVectorCells];
     scalar_t* cell_at[kMaxVectorCells];
     Vec cells[K::kMax];
@@ -256,7 +320,7 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
       cell_pointers(phases, g, window_rows, padding.get(), cell_at);
       scalar_t* y_row = y + element_offset(output5, n, c, od, oh, 0);
       scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
-      for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += K::kLanes) {
+      for (int64_t ow0 = 0; ow0 < vector_end; ow0 += K::kLanes) {
         const int64_t lanes = std::min(K::kLanes, g.output[2] - ow0);
         for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + ow0);
         Vec out, log_norm;
@@ -264,7 +328,9 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
         out.store(y_row + ow0, lanes);
         log_norm.store(ln_row + ow0, lanes);
       }
+      if (row_ends->used()) row_ends->add(cell_at, y_row, ln_row);
     }
+    row_ends->flush();
   });
 }
 
