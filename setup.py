@@ -28,7 +28,7 @@ def read_version():
 # The vectorised kernels: compiled once per CPU capability by
 # BuildWithCpuCapabilities, the rest of the library once, for the baseline ISA.
 VECTOR_SOURCES = [
-    'csrc/cpu/rows.cpp', 'csrc/cpu/channels_last.cpp', 'csrc/cpu/exp_nonpositive.cpp'
+    'csrc/cpu/rows.cpp', 'csrc/cpu/channels_last.cpp', 'csrc/cpu/vec_functions.cpp'
 ]
 
 

@@ -62,6 +62,33 @@ inline Vectorized<float> exp_nonpositive(const Vectorized<float>& d) {
 // double: Sleef's exp (1 ulp); double is not on the fast path.
 inline Vectorized<double> exp_nonpositive(const Vectorized<double>& d) { return d.exp(); }
 
+// log(s) for the normaliser s of a window (the sum of its e^(x - max): in
+// [1, cells], or NaN), inlined instead of a call into Sleef: s = 2^k m with m
+// in [sqrt(1/2), sqrt(2)), f = m - 1, log(m) = 2 atanh(f / (2 + f)) by the
+// polynomial and the order of operations of FreeBSD's logf (e_logf.c). Any
+// positive normal s is fine; NaN gives NaN. Error against float64, measured
+// over every float in [1, 32]: see docs/benchmarks.md (tests/test_cpu_dispatch.py
+// checks the bound).
+inline Vectorized<float> log_normaliser(const Vectorized<float>& s) {
+  using Vec = Vectorized<float>;
+  using Int = Vectorized<int32_t>;
+  // The exponent and mantissa of s / sqrt(1/2), so that m lands in [sqrt(1/2), sqrt(2)).
+  const Int bits = at::vec::cast<int32_t>(s) + Int(0x3f800000 - 0x3f3504f3);
+  const Vec k = at::vec::convert_to_fp_of_same_size<float>((bits >> Int(23)) - Int(127));
+  const Vec m = at::vec::cast<float>((bits & Int(0x007fffff)) + Int(0x3f3504f3));
+  const Vec f = m - Vec(1.f);
+  const Vec t = f / (Vec(2.f) + f), z = t * t, w = z * z;
+  const Vec r = z * (Vec(0.66666662693f) + w * Vec(0.28498786688f)) +
+                w * (Vec(0.40000972152f) + w * Vec(0.24279078841f));
+  const Vec half_f2 = Vec(0.5f) * f * f;
+  const Vec log = t * (half_f2 + r) + k * Vec(9.0580006145e-06f) - half_f2 + f +
+                  k * Vec(6.9313812256e-01f);
+  return Vec::blendv(log, s, s != s);
+}
+
+// double: Sleef's log (1 ulp); double is not on the fast path.
+inline Vectorized<double> log_normaliser(const Vectorized<double>& s) { return s.log(); }
+
 // Lane j: ptr[j * stride] for j < lanes, else 0 (stride 0: an expanded tensor).
 template <typename Vec>
 inline Vec load_strided(const typename Vec::value_type* ptr, int64_t stride, int64_t lanes) {
@@ -108,7 +135,7 @@ struct VecWindow {
     // windows give their maximum.
     const Vec infinite = m.abs() == Vec(kInf);
     out = Vec::blendv(m + weighted / sum, m, infinite);
-    log_norm = Vec::blendv(sum.log(), Vec(0), infinite);
+    log_norm = Vec::blendv(log_normaliser(sum), Vec(0), infinite);
   }
 
   // Gradients of the cells of the lanes' windows; false (nothing written) if a

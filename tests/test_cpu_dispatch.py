@@ -29,6 +29,10 @@ LOWER = SUPPORTED[:SUPPORTED.index(BEST)] if BEST in SUPPORTED else []
 # float64 exponential rounded to float32 (0.5: correctly rounded), measured on
 # every float32 in [-104, 0] with tools/analysis_tools/exp_error.py.
 EXP_ULP_BOUND = 1.0
+# vec_window.h's log_normaliser, the same way, on every float32 in [1, 32]
+# (the normaliser of a window of up to 32 cells); Sleef's logf_u10, which the
+# kernels called before, is 0.97 ulp there.
+LOG_ULP_BOUND = 0.85
 
 
 def capability_env(capability):
@@ -99,6 +103,22 @@ def test_exp_nonpositive_error():
         v = -torch.rand(size) * 50
         torch.testing.assert_close(torch.ops.mmsoftpool._exp_nonpositive(v), v.exp(),
                                    rtol=2e-7, atol=0)
+
+
+def test_log_normaliser_error():
+    """Every float32 in [1, 32] (42 M values), and the special arguments."""
+    bits = np.arange(np.float32(1.0).view(np.uint32), np.float32(32.0).view(np.uint32) + 1,
+                     dtype=np.uint32)
+    x = bits.view(np.float32)
+    approx = torch.ops.mmsoftpool._log_normaliser(torch.from_numpy(x)).numpy()
+    assert approx[0] == 0.0  # log(1): exactly 0, where the ulp measure is meaningless
+    error = ulp_error(approx[1:], np.log(x[1:].astype(np.float64)))
+    assert error.max() <= LOG_ULP_BOUND, (error.max(), x[1:][error.argmax()])
+
+    out = torch.ops.mmsoftpool._log_normaliser(torch.tensor([float('nan'), 0.5, 1e-30, 1e30]))
+    assert torch.isnan(out[0])
+    # any positive normal argument, though the kernels only pass [1, cells]
+    torch.testing.assert_close(out[1:], torch.tensor([0.5, 1e-30, 1e30]).log(), rtol=2e-7, atol=0)
 
 
 def functions_using_wide_registers(library: Path):

@@ -102,13 +102,14 @@ struct VectorKernels {
   decltype(&DEFAULT::forward_channels) forward_channels;
   decltype(&DEFAULT::backward_channels) backward_channels;
   decltype(&DEFAULT::exp_nonpositive) exp_nonpositive;
+  decltype(&DEFAULT::log_normaliser) log_normaliser;
 };
 
 #define MMSOFTPOOL_VECTOR_KERNELS(capability)                                                 \
   VectorKernels {                                                                             \
     #capability, &capability::forward_rows, &capability::backward_rows,                     \
         &capability::forward_channels, &capability::backward_channels,                      \
-        &capability::exp_nonpositive                                                         \
+        &capability::exp_nonpositive, &capability::log_normaliser                           \
   }
 
 // The build for the capability ATen runs its own kernels with: the best the
@@ -203,17 +204,25 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
 }
 
 // For tests and the benchmark: the capability whose kernels run, and
-// vec_window.h's exponential of that build over a float32 tensor.
+// vec_window.h's exponential and logarithm of that build over a float32 tensor.
 std::string cpu_capability() { return vector_kernels().capability; }
 
-at::Tensor exp_nonpositive_cpu(const at::Tensor& input) {
-  TORCH_CHECK(input.scalar_type() == at::kFloat, "_exp_nonpositive: float32 only, got ",
+at::Tensor over_float_tensor(const char* name, void (*f)(const float*, float*, int64_t),
+                             const at::Tensor& input) {
+  TORCH_CHECK(input.scalar_type() == at::kFloat, name, ": float32 only, got ",
               input.scalar_type());
   const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty_like(x);
-  vector_kernels().exp_nonpositive(x.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
-                                   x.numel());
+  f(x.const_data_ptr<float>(), out.mutable_data_ptr<float>(), x.numel());
   return out;
+}
+
+at::Tensor exp_nonpositive_cpu(const at::Tensor& input) {
+  return over_float_tensor("_exp_nonpositive", vector_kernels().exp_nonpositive, input);
+}
+
+at::Tensor log_normaliser_cpu(const at::Tensor& input) {
+  return over_float_tensor("_log_normaliser", vector_kernels().log_normaliser, input);
 }
 
 }  // namespace
@@ -221,12 +230,14 @@ at::Tensor exp_nonpositive_cpu(const at::Tensor& input) {
 TORCH_LIBRARY_FRAGMENT(mmsoftpool, m) {
   m.def("_cpu_capability() -> str", &cpu_capability);
   m.def("_exp_nonpositive(Tensor input) -> Tensor");
+  m.def("_log_normaliser(Tensor input) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mmsoftpool, CPU, m) {
   m.impl("soft_pool_forward", &soft_pool_forward_cpu);
   m.impl("soft_pool_backward", &soft_pool_backward_cpu);
   m.impl("_exp_nonpositive", &exp_nonpositive_cpu);
+  m.impl("_log_normaliser", &log_normaliser_cpu);
 }
 
 }  // namespace mmsoftpool

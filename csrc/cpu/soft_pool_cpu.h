@@ -53,6 +53,7 @@ constexpr int64_t kMaxVectorCells = 32;
                          const at::Tensor& log_norm5, at::Tensor& grad_input5,                 \
                          const PoolGeometry& g);                                               \
   void exp_nonpositive(const float* in, float* out, int64_t size);                             \
+  void log_normaliser(const float* in, float* out, int64_t size);                              \
   }
 
 MMSOFTPOOL_DECLARE_VECTOR_KERNELS(DEFAULT)
