@@ -68,7 +68,11 @@ inline Vectorized<double> exp_nonpositive(const Vectorized<double>& d) { return 
 // polynomial and the order of operations of FreeBSD's logf (e_logf.c). Any
 // positive normal s is fine; NaN gives NaN. Error against float64, measured
 // over every float in [1, 32]: see docs/benchmarks.md (tests/test_cpu_dispatch.py
-// checks the bound).
+// checks the bound). The constants and the formula are e_logf.c's, whose notice
+// is: "Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
+// Developed at SunPro, a Sun Microsystems, Inc. business. Permission to use,
+// copy, modify, and distribute this software is freely granted, provided that
+// this notice is preserved."
 inline Vectorized<float> log_normaliser(const Vectorized<float>& s) {
   using Vec = Vectorized<float>;
   using Int = Vectorized<int32_t>;
