@@ -207,11 +207,16 @@ def _setup_context(ctx, inputs, output):
     input, kernel_size, stride, padding, ceil_mode = inputs
     _, log_norm = output
     ctx.mark_non_differentiable(log_norm)
+    # log_norm never has a gradient: without this autograd would fill a
+    # tensor of its size with zeros for every backward.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(input, log_norm)
     ctx.pool_args = (kernel_size, stride, padding, ceil_mode)
 
 
 def _backward(ctx, grad_output, _grad_log_norm):
+    if grad_output is None:  # not materialised: the output took no part
+        return None, None, None, None, None
     input, log_norm = ctx.saved_tensors
     grad_input = _backward_op(grad_output, input, log_norm, *ctx.pool_args)
     return grad_input, None, None, None, None
