@@ -31,7 +31,7 @@ using at::vec::Vectorized;
 // rounds to 0 (e^-104 is under half the smallest subnormal); -inf gives 0.
 // Error against float64, measured over every float in [-104, 0]: see
 // docs/benchmarks.md (tests/test_cpu_dispatch.py checks the bound).
-inline Vectorized<float> exp_nonpositive(const Vectorized<float>& d) {
+C10_ALWAYS_INLINE Vectorized<float> exp_nonpositive(const Vectorized<float>& d) {
   using Vec = Vectorized<float>;
   const Vec x = at::vec::maximum(d, Vec(-104.f));  // NaN-propagating
   Vec n = (x * Vec(1.442695040888963407f)).round();
@@ -73,7 +73,7 @@ inline Vectorized<double> exp_nonpositive(const Vectorized<double>& d) { return 
 // Developed at SunPro, a Sun Microsystems, Inc. business. Permission to use,
 // copy, modify, and distribute this software is freely granted, provided that
 // this notice is preserved."
-inline Vectorized<float> log_normaliser(const Vectorized<float>& s) {
+C10_ALWAYS_INLINE Vectorized<float> log_normaliser(const Vectorized<float>& s) {
   using Vec = Vectorized<float>;
   using Int = Vectorized<int32_t>;
   // The exponent and mantissa of s / sqrt(1/2), so that m lands in [sqrt(1/2), sqrt(2)).
@@ -126,7 +126,7 @@ struct VecWindow {
     return m;
   }
 
-  static void forward(const Vec* cells, int64_t count, Vec& out, Vec& log_norm) {
+  C10_ALWAYS_INLINE static void forward(const Vec* cells, int64_t count, Vec& out, Vec& log_norm) {
     const Vec m = window_max(cells, count);
     Vec sum(0), weighted(0);
     for (int64_t i = 0; i < count; ++i) {
