@@ -282,7 +282,8 @@ class PairedRowEnds {
   }
 
   int64_t tail_, start_, count_;
-  // Room for two row ends; lanes past them hold finite cells of the split rows.
+  // Room for two row ends; lanes past them hold cells read past the row ends
+  // (split entries or padding), whose results are dropped.
   alignas(64) scalar_t cells_[K::kMax][2 * K::kLanes];
   scalar_t* pending_y_ = nullptr;
   scalar_t* pending_ln_ = nullptr;
