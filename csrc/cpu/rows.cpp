@@ -254,37 +254,32 @@ class PairedRowEnds {
       pending_ln_ = ln_row + start_;
       return;
     }
-    Vec out, log_norm;
-    run(out, log_norm);
-    alignas(64) scalar_t out_lanes[K::kLanes], ln_lanes[K::kLanes];
-    out.store(out_lanes);
-    log_norm.store(ln_lanes);
-    std::copy_n(out_lanes + tail_, tail_, y_row + start_);
-    std::copy_n(ln_lanes + tail_, tail_, ln_row + start_);
+    flush();
+    std::copy_n(out_lanes_ + tail_, tail_, y_row + start_);
+    std::copy_n(ln_lanes_ + tail_, tail_, ln_row + start_);
   }
 
-  // Runs a row end left pending (at the end of a thread's rows).
+  // Runs the pending row end (lanes [0, t)), and keeps every lane's results
+  // in out_lanes_, ln_lanes_ for add(); called at the end of a thread's rows.
   void flush() {
     if (!pending_y_) return;
-    Vec out, log_norm;
-    run(out, log_norm);
-  }
-
- private:
-  // The pending row end's outputs from lanes [0, t).
-  void run(Vec& out, Vec& log_norm) {
     Vec cells[K::kMax];
     for (int64_t i = 0; i < count_; ++i) cells[i] = Vec::loadu(cells_[i]);
+    Vec out, log_norm;
     K::forward(cells, count_, out, log_norm);
-    out.store(pending_y_, tail_);
-    log_norm.store(pending_ln_, tail_);
+    out.store(out_lanes_);
+    log_norm.store(ln_lanes_);
+    std::copy_n(out_lanes_, tail_, pending_y_);
+    std::copy_n(ln_lanes_, tail_, pending_ln_);
     pending_y_ = pending_ln_ = nullptr;
   }
 
+ private:
   int64_t tail_, start_, count_;
   // Room for two row ends; lanes past them hold cells read past the row ends
   // (split entries or padding), whose results are dropped.
   alignas(64) scalar_t cells_[K::kMax][2 * K::kLanes];
+  alignas(64) scalar_t out_lanes_[K::kLanes], ln_lanes_[K::kLanes];
   scalar_t* pending_y_ = nullptr;
   scalar_t* pending_ln_ = nullptr;
 };
@@ -308,8 +303,8 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
     RowSlots<scalar_t> slots(phases, g, /*with_grad=*/false);
     const std::unique_ptr<scalar_t[]> padding(new scalar_t[phases.size()]);
     std::fill(padding.get(), padding.get() + phases.size(), -K::kInf);
-    const auto row_ends = std::make_unique<PairedRowEnds<K>>(g);
-    const int64_t vector_end = row_ends->used() ? row_ends->start() : g.output[2];
+    PairedRowEnds<K> row_ends(g);
+    const int64_t vector_end = row_ends.used() ? row_ends.start() : g.output[2];
     scalar_t* window_rows[kMaxVectorCells];
     scalar_t* cell_at[kMaxVectorCells];
     Vec cells[K::kMax];
@@ -329,9 +324,9 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
         out.store(y_row + ow0, lanes);
         log_norm.store(ln_row + ow0, lanes);
       }
-      if (row_ends->used()) row_ends->add(cell_at, y_row, ln_row);
+      if (row_ends.used()) row_ends.add(cell_at, y_row, ln_row);
     }
-    row_ends->flush();
+    row_ends.flush();
   });
 }
 

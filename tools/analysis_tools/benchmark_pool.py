@@ -262,7 +262,9 @@ def measure_memory(args):
             return json.load(f)
 
 
-def heap_description(args):
+def use_heap(args):
+    """Runs this script again with the warm heap's glibc settings if they are
+    asked for and not set yet; returns the heap's description for the header."""
     if args.heap == 'default':
         return 'heap as users run it'
     if any(os.environ.get(k) != v for k, v in WARM_HEAP_ENV.items()):
@@ -274,7 +276,7 @@ def heap_description(args):
 
 def main():
     args = parse_args()
-    heap = heap_description(args) if args.device == 'cpu' and not args.memory_pass else ''
+    heap = use_heap(args) if args.device == 'cpu' and not args.memory_pass else ''
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_pass:
