@@ -30,6 +30,7 @@ numpy scalars and arrays (logged values, the RNG state). Importing this module
 Refused and damaged files raise errors that name the file or URL. See
 docs/checkpoints.md for the threat model.
 """
+import contextlib
 import io
 import logging
 import os
@@ -53,10 +54,27 @@ from mmengine.runner.checkpoint import (CheckpointLoader,
                                         get_mmcls_models,
                                         get_torchvision_models)
 
+from .checkpoint_bounds import FileDamaged, FileRefused, check_checkpoint
+
 # ---------------------------------------------------------------------------
 # Checked stand-ins for the globals MMEngine's checkpoints refer to. Each
 # raises pickle.UnpicklingError('refused ...') for anything else, which
 # torch reports as a refusal.
+
+
+class RefusedCheckpoint(pickle.UnpicklingError):
+    """A checkpoint holds something safe loading does not allow; nothing in
+    it was executed."""
+
+
+class DamagedCheckpoint(RuntimeError):
+    """A checkpoint that cannot be read: damaged, truncated, not a torch.save
+    file, or larger in memory than its size allows."""
+
+
+# What loading a checkpoint raises for a bad file (the tools report these
+# as user errors, in one line).
+CHECKPOINT_ERRORS = (RefusedCheckpoint, DamagedCheckpoint, FileNotFoundError)
 
 
 def _refuse(what):
@@ -99,6 +117,7 @@ class _PickledDtype:
         self.dtype = dtype
 
     def __setstate__(self, state):
+        _build_once(self, 'numpy dtype')
         # (version, byteorder, subarray, names, fields, elsize, alignment,
         #  flags[, metadata]); flags are numpy's to derive, not the file's.
         if not (isinstance(state, tuple) and len(state) in (8, 9)
@@ -117,6 +136,14 @@ class _PickledDtype:
                           'loaded')
         if byteorder in '<>':
             self.dtype = self.dtype.newbyteorder(byteorder)
+
+
+def _build_once(stand_in, what):
+    """Refuse a second BUILD of an object the pickle fetched again from its
+    memo: each stand-in takes its state exactly once."""
+    if stand_in.__dict__.get('_built'):
+        raise _refuse(f'a second state for the same {what}')
+    stand_in.__dict__['_built'] = True
 
 
 def _plain_dtype(dtype):
@@ -146,6 +173,9 @@ class _LoadedArray(np.ndarray):
                       '_reconstruct')
 
     def __setstate__(self, state):
+        # numpy's __setstate__ frees the buffer that views of the array
+        # (taken by an earlier BUILD's state) still point into
+        _build_once(self, 'numpy array')
         if not (isinstance(state, tuple) and len(state) == 5
                 and state[0] == 1):
             raise _refuse('numpy array state of an unknown form')
@@ -200,6 +230,8 @@ class _LoadedHistoryBuffer(HistoryBuffer):
     _STATE = frozenset({'max_length', '_log_history', '_count_history'})
 
     def __setstate__(self, state):
+        # Built once: it then becomes a HistoryBuffer, which torch refuses
+        # to BUILD (not on the allow-list).
         if not isinstance(state, dict):
             raise _refuse('HistoryBuffer state that is not a dict')
         state = dict(state)
@@ -218,7 +250,9 @@ class _LoadedHistoryBuffer(HistoryBuffer):
             if not (isinstance(state[key], _LoadedArray)
                     and state[key].ndim == 1):
                 raise _refuse(f'HistoryBuffer {key} that is not a 1-D array')
-            state[key] = np.asarray(state[key])
+            # a copy: the file may rebuild that array again (refused, but
+            # the buffer must not depend on it)
+            state[key] = np.array(state[key], copy=True)
         self.__dict__.update(state)
         self.__class__ = HistoryBuffer
         # what HistoryBuffer.__init__ does: the defaults, if still missing
@@ -290,7 +324,7 @@ def _plain_arrays(obj, seen):
     """Replaces the checked arrays in the containers of a loaded checkpoint
     by plain ``ndarray`` views, in place."""
     if isinstance(obj, _LoadedArray):
-        return obj.view(np.ndarray)
+        return np.array(obj, copy=True)  # a plain ndarray owning its data
     if id(obj) in seen or not isinstance(obj, (dict, list, tuple)):
         return obj
     seen.add(id(obj))
@@ -310,41 +344,73 @@ def load(source, name=None, map_location=None):
     """``torch.load(source, weights_only=True)`` with the checked allow-list.
 
     ``source`` is a path or a binary file object; ``name`` (default: the
-    path) is how errors refer to it, e.g. the URL it came from.
+    path) is how errors refer to it, e.g. the URL it came from. The file is
+    first checked by :func:`mmsoftpool.checkpoint_bounds.check_checkpoint`
+    (what it may allocate, how its archive is laid out) and torch then reads
+    the same open file.
     """
     name = source if name is None else name
     _check_allow_list()
-    try:
-        checkpoint = torch.load(
-            source, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's message around the reason advises weights_only=False
-        refusal = [line.split('WeightsUnpickler error:')[-1].strip()
-                   for line in str(err).splitlines() if _REFUSAL.search(line)]
-        if not refusal:
-            raise _damaged(source, name, f'UnpicklingError: {err}') from None
-        raise pickle.UnpicklingError(
-            f'Refused to load checkpoint {name!r}: it holds objects that '
-            'safe loading (torch.load with weights_only=True) does not '
-            'allow, and nothing in it was executed. Allowed are tensors, '
-            'plain containers, numpy arrays and scalars of numeric and bool '
-            'dtypes and MMEngine\'s HistoryBuffer (see docs/checkpoints.md). '
-            f'Reason: {refusal[0]}\n'
-            'If you trust where the file comes from, convert it once with '
-            'tools/misc/convert_checkpoint.py IN OUT --trust.') from None
-    except Exception as err:  # damaged data fails in many ways in torch.load
-        raise _damaged(source, name, f'{type(err).__name__}: {err}') from err
+    with _opened(source, name) as (f, size):
+        try:
+            check_checkpoint(f, size)
+        except FileRefused as err:
+            raise _refused(name, str(err)) from None
+        except FileDamaged as err:
+            raise _damaged(name, size, str(err)) from None
+        try:
+            checkpoint = torch.load(
+                f, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            # torch's message around the reason advises weights_only=False
+            refusal = [
+                line.split('WeightsUnpickler error:')[-1].strip()
+                for line in str(err).splitlines() if _REFUSAL.search(line)
+            ]
+            if not refusal:
+                raise _damaged(name, size,
+                               f'UnpicklingError: {err}') from None
+            raise _refused(name, refusal[0]) from None
+        except Exception as err:  # damaged data fails in many ways in torch
+            raise _damaged(name, size,
+                           f'{type(err).__name__}: {err}') from err
     return _plain_arrays(checkpoint, set())
 
 
-def _damaged(source, name, reason):
-    size = (osp.getsize(source) if isinstance(source, (str, os.PathLike))
-            else len(source.getbuffer()) if isinstance(source, io.BytesIO)
-            else None)
+@contextlib.contextmanager
+def _opened(source, name):
+    """``source`` (a path or a binary file object) open, and its size."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            f = open(source, 'rb')
+        except IsADirectoryError:
+            raise _damaged(name, None, 'it is a folder') from None
+        with f:
+            yield f, os.fstat(f.fileno()).st_size
+    else:
+        source.seek(0, os.SEEK_END)
+        size = source.tell()
+        source.seek(0)
+        yield source, size
+
+
+def _refused(name, reason):
+    return RefusedCheckpoint(
+        f'Refused to load checkpoint {name!r}: it holds objects that '
+        'safe loading (torch.load with weights_only=True) does not '
+        'allow, and nothing in it was executed. Allowed are tensors, '
+        'plain containers, numpy arrays and scalars of numeric and bool '
+        'dtypes and MMEngine\'s HistoryBuffer (see docs/checkpoints.md). '
+        f'Reason: {" ".join(reason.split())}. If you trust where the file '
+        'comes from, convert it once with '
+        'tools/misc/convert_checkpoint.py IN OUT --trust.')
+
+
+def _damaged(name, size, reason):
     size = f' ({size} bytes)' if size is not None else ''
-    return RuntimeError(
+    return DamagedCheckpoint(
         f'Cannot read checkpoint {name!r}{size}: the file is damaged, '
-        f'truncated or not a torch.save file ({reason})')
+        f'truncated or not a torch.save file ({" ".join(reason.split())})')
 
 
 def _storage_from_bytes(data):
@@ -511,15 +577,16 @@ def load_from_work_dir(filename, map_location=None):
     naming its last epoch."""
     from mmsoftpool.engine.resume import find_resumable_checkpoint
     folder = filename[len('work_dir://'):]
-    path, skipped = find_resumable_checkpoint(folder)
-    for damaged, reason in skipped:
+    found = find_resumable_checkpoint(folder)
+    for damaged, reason in found.skipped:
         print_log(f'{filename}: skipping damaged checkpoint {damaged!r}: '
                   f'{reason}', logger='current', level=logging.WARNING)
-    if path is None:
+    if found.path is None:
         raise FileNotFoundError(
-            f'{filename}: no checkpoint in {folder!r}; run the training that '
-            'writes it first')
-    print_log(f'{filename} is {path}', logger='current')
+            f'{filename}: {found.reason}; run the training that writes it '
+            'first')
+    print_log(f'{filename}: {found.describe()}', logger='current')
+    path = found.path
     return load_from_local(path, map_location=map_location)
 
 

@@ -263,7 +263,7 @@ def test_payload_is_refused_when_weights_only_is_forced_off(tmp_path):
     out = run_python(code, cwd=REPO, check=False,
                      env=dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1'))
     assert out.returncode != 0
-    assert 'UnpicklingError: Refused' in out.stderr
+    assert 'RefusedCheckpoint: Refused' in out.stderr
     assert not marker.exists()
 
 

@@ -184,7 +184,7 @@ def payload_outcomes(request, tmp_path_factory):
 def test_payload_in_every_scheme_is_refused(payload_outcomes, case):
     outcomes, cases, markers = payload_outcomes
     assert outcomes[case].startswith(
-        'UnpicklingError: Refused to load checkpoint '), outcomes[case]
+        'RefusedCheckpoint: Refused to load checkpoint '), outcomes[case]
     assert 'nothing in it was executed' in outcomes[case]
     assert os.listdir(markers) == []
 

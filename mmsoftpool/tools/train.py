@@ -60,18 +60,20 @@ def main():
                 'learning rate was set for)')
         cfg.auto_scale_lr.enable = True
 
-    # --resume PATH resumes from PATH; --resume alone from the newest whole
-    # checkpoint in the work directory (MMEngine would take the one
-    # last_checkpoint names, even if it was cut short).
+    # --resume PATH resumes from PATH; --resume alone from what
+    # last_checkpoint names if it is whole, else the newest whole checkpoint
+    # of the same kind (MMEngine would take the named one even if damaged).
     if args.resume == 'auto':
         cfg.resume = True
-        cfg.load_from, skipped = find_resumable_checkpoint(cfg.work_dir)
-        for path, reason in skipped:
+        found = find_resumable_checkpoint(cfg.work_dir)
+        for path, reason in found.skipped:
             print_log(f'--resume: skipping damaged checkpoint {path!r}: '
                       f'{reason}', logger='current', level=logging.WARNING)
-        if cfg.load_from is None and skipped:
-            raise UserError(f'--resume: no readable checkpoint in '
-                            f'{cfg.work_dir!r} ({len(skipped)} damaged)')
+        if found.path is None and found.skipped:
+            raise UserError(f'--resume: {found.reason}')
+        if found.path is not None:
+            print_log(f'--resume: {found.describe()}', logger='current')
+        cfg.load_from = found.path
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
