@@ -31,6 +31,7 @@ Refused and damaged files raise errors that name the file or URL. See
 docs/checkpoints.md for the threat model.
 """
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 from mmengine.dist import get_dist_info
 from mmengine.fileio import get_file_backend
+from mmengine.infer import BaseInferencer
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import (CheckpointLoader,
                                         _get_mmengine_home,
@@ -601,6 +603,28 @@ SCHEMES = OrderedDict([
     ('work_dir://', load_from_work_dir),
 ])
 
+def _no_config_from_checkpoint(init_model):
+    """MMEngine's ``BaseInferencer`` without a config (``DetInferencer(
+    model=None, weights=FILE)``) builds one from the checkpoint's
+    ``message_hub.runtime_info.cfg`` with ``Config.fromstring``, which runs
+    it as Python: code from the file. Refuse that; the config comes from
+    the user."""
+
+    @functools.wraps(init_model)
+    def checked(self, cfg, weights, device='cpu'):
+        if not cfg and weights is not None:
+            raise RefusedCheckpoint(
+                f'{type(self).__name__}(model=None, weights={weights!r}): '
+                'building the model from the config stored in a checkpoint '
+                'runs that config as Python (MMEngine\'s Config.fromstring); '
+                'pass the config file as model= (see docs/checkpoints.md)')
+        return init_model(self, cfg, weights, device)
+
+    return checked
+
+
+BaseInferencer._init_model = _no_config_from_checkpoint(
+    BaseInferencer._init_model)
 torch.serialization.add_safe_globals(SAFE_GLOBALS)
 for _prefixes, _loader in SCHEMES.items():
     CheckpointLoader.register_scheme(prefixes=_prefixes, loader=_loader,

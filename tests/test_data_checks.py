@@ -171,6 +171,51 @@ def test_broken_entries_are_listed(data):
         assert problem in message
 
 
+@pytest.mark.parametrize('record,field,value,expected', [
+    ('images', 'id', [1], 'images[0] has id [1], not an integer'),
+    ('images', 'id', 1.5, 'images[0] has id 1.5, not an integer'),
+    ('annotations', 'id', {'a': 1},
+     "annotations[0] has id {'a': 1}, not an integer"),
+    ('categories', 'id', '1', "categories[0] has id '1', not an integer"),
+    ('annotations', 'image_id', [1],
+     'annotations[0] has image_id [1], not an integer'),
+    ('annotations', 'category_id', True,  # bool is an int in Python
+     'annotations[0] has category_id True, not an integer'),
+    ('categories', 'name', ['circle'],
+     "categories[0] has name ['circle'], not a string"),
+    ('images', 'file_name', 7, 'images[0] has file_name 7, not a string'),
+    ('images', 'width', '128', "images[0] has width '128', not a finite "
+     'number'),
+    ('images', 'height', None, 'images[0] has height None, not a finite '
+     'number'),
+    ('images', 'width', float('inf'), 'images[0] has width inf, not a '
+     'finite number'),
+    ('annotations', 'area', '5', "annotations[0] has area '5', not a finite "
+     'number'),
+    # json reads 10**400 as an int no float holds; the message cuts it short
+    ('annotations', 'bbox', [10**400, 2, 3, 4], 'annotations[0] has bbox [1'
+     + '0' * 55 + '..., not [x, y, w, h] of numbers'),
+    ('annotations', 'bbox', [True, 2, 3, 4], 'annotations[0] has bbox '
+     '[True, 2, 3, 4], not [x, y, w, h] of numbers'),
+    ('annotations', 'iscrowd', '0', "annotations[0] has iscrowd '0', not 0 "
+     'or 1'),
+])
+def test_fields_of_another_type_are_listed(data, record, field, value,
+                                           expected):
+    """Each one was a traceback (unhashable id, a list as a name, a string
+    width) or passed unnoticed (a bool in a box, a float id)."""
+    root, cfg = data
+    edit_json(train_ann(root), lambda coco: coco[record][0].update(
+        {field: value}))
+    with pytest.raises(ValueError) as error:
+        check_data_config(cfg, splits=('train', ))
+    message = str(error.value)
+    assert message.startswith(
+        'train_dataloader.dataset.ann_file: annotation file '
+        f"'{train_ann(root)}' is not COCO-format JSON (")
+    assert f'\n  {expected}' in message
+
+
 def test_classes_missing_from_categories(data):
     """mmdet's CocoDataset would silently drop these classes' objects."""
     root, cfg = data
@@ -325,6 +370,60 @@ def test_sizes_that_disagree_with_the_file_are_reported(data):
     assert size in warning
 
 
+def rotated_jpeg(root, orientation):
+    """The first training image, 128x128, widened to 160x128 (its boxes stay
+    inside) and saved as a JPEG with the EXIF orientation tag; the
+    annotation file gives the stored size, 160x128."""
+    from PIL import Image
+
+    def to_jpeg(coco):
+        image = coco['images'][0]
+        png = root / 'train' / image['file_name']
+        jpeg = png.with_suffix('.jpg')
+        wide = Image.new('RGB', (160, 128))
+        wide.paste(Image.open(png).convert('RGB'))
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        wide.save(jpeg, exif=exif)
+        image.update(file_name=jpeg.name, width=160, height=128)
+
+    edit_json(train_ann(root), to_jpeg)
+    return root / 'train' / json.loads(
+        train_ann(root).read_text())['images'][0]['file_name']
+
+
+@pytest.mark.parametrize('orientation', [1, 3, 5, 6, 7, 8])
+def test_size_is_compared_as_mmcv_loads_the_image(data, orientation):
+    """mmcv (LoadImageFromFile's defaults: cv2, color_type='color') turns
+    the image by its EXIF orientation; PIL's size is the stored one."""
+    import mmcv
+    root, cfg = data
+    path = rotated_jpeg(root, orientation)
+    quarter_turn = orientation in (5, 6, 7, 8)
+    assert mmcv.imread(str(path)).shape[:2] == (
+        (160, 128) if quarter_turn else (128, 160))  # (height, width)
+    warnings = check_data_config(cfg, splits=('train', ))
+    if not quarter_turn:
+        assert warnings == []
+        return
+    [warning] = warnings
+    assert warning.startswith(
+        f"train_dataloader.dataset: 1 images of '{train_ann(root)}' have "
+        'another size than the annotation file says')
+    assert warning.endswith(
+        f"\n  '{path}': 160x128 in the annotation file, 128x160 as mmcv "
+        f'loads it (EXIF orientation {orientation} turns the stored 160x128)')
+
+
+def test_exif_orientation_is_ignored_where_the_pipeline_ignores_it(data):
+    import mmcv
+    root, cfg = data
+    path = rotated_jpeg(root, 6)
+    assert mmcv.imread(str(path), flag='unchanged').shape[:2] == (128, 160)
+    cfg.train_dataloader.dataset.pipeline[0].color_type = 'unchanged'
+    assert check_data_config(cfg, splits=('train', )) == []
+
+
 def truncated_jpeg(root):
     """The first training image as a JPEG cut after 60% of its bytes: its
     header is intact, its data is not."""
@@ -374,6 +473,42 @@ def test_full_decode_is_remembered(data, tmp_path, monkeypatch):
     os.utime(image, ns=(1, 1))
     check_data_config(cfg, splits=('train', ), images='full')
     assert len(decoded) == 1
+
+
+@pytest.mark.parametrize('content', [
+    b'{"/data/train/000001.png": "5',  # cut short
+    b'\xff\xfe not utf-8',
+    b'[1, 2]',
+    b'{"/data/train/000001.png": 1}',  # not ours
+])
+def test_damaged_decoded_cache_is_ignored_and_rewritten(
+        data, tmp_path, monkeypatch, content):
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    root, cfg = data
+    assert check_data_config(cfg, splits=('train', ), images='full') == []
+    [cache] = (tmp_path / 'cache').rglob('*.json')
+    cache.write_bytes(content)
+    [warning] = check_data_config(cfg, splits=('train', ), images='full')
+    assert warning.startswith(
+        "train_dataloader.dataset: the cache of decoded images "
+        f"'{cache}' is damaged (")
+    assert warning.endswith('); it is ignored and rewritten')
+    assert len(json.loads(cache.read_text())) == 6  # the training images
+    assert check_data_config(cfg, splits=('train', ), images='full') == []
+
+
+def test_unwritable_decoded_cache_is_skipped(data, tmp_path, monkeypatch):
+    cache_home = tmp_path / 'cache'
+    cache_home.mkdir()
+    (cache_home / 'mmsoftpool').write_text('a file where a folder must be')
+    monkeypatch.setenv('XDG_CACHE_HOME', str(cache_home))
+    root, cfg = data
+    for _ in range(2):  # nothing remembered: each run decodes and warns
+        [warning] = check_data_config(cfg, splits=('train', ), images='full')
+        assert warning.startswith(
+            'train_dataloader.dataset: cannot write the cache of decoded '
+            f"images '{cache_home}/mmsoftpool/decoded_images/")
+        assert warning.endswith('the next full check decodes them again')
 
 
 def test_demo_dataset_is_generated_on_first_use(demo_cfg, tmp_path):

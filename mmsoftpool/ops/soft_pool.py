@@ -199,6 +199,28 @@ def _forward_fake(input, kernel_size, stride, padding, ceil_mode):
 @torch.library.register_fake('mmsoftpool::soft_pool_backward')
 def _backward_fake(grad_output, input, log_norm, kernel_size, stride, padding,
                    ceil_mode):
+    # The checks of make_backward_geometry (csrc/soft_pool.cpp): with one
+    # argument on meta the dispatcher runs this function, not the C++ one.
+    shape = _output_shape(
+        input, PoolArgs(tuple(kernel_size), tuple(stride), tuple(padding),
+                        ceil_mode))
+    torch._check(
+        tuple(grad_output.shape) == tuple(shape)
+        and log_norm.shape == grad_output.shape,
+        lambda: f'soft_pool_backward: grad_output {list(grad_output.shape)} '
+        f'and log_norm {list(log_norm.shape)} must have the output shape '
+        f'{list(shape)}')
+    torch._check(
+        grad_output.dtype == input.dtype
+        and log_norm.dtype == _accumulation_dtype(input.dtype),
+        lambda: 'soft_pool_backward: unexpected dtypes (grad_output '
+        f'{grad_output.dtype}, input {input.dtype}, log_norm '
+        f'{log_norm.dtype})')
+    torch._check(
+        grad_output.device == input.device == log_norm.device,
+        lambda: f'soft_pool_backward: grad_output ({grad_output.device}) and '
+        f'log_norm ({log_norm.device}) must be on the input\'s device '
+        f'{input.device}')
     return torch.empty_like(
         input, memory_format=suggest_memory_format(input))
 

@@ -9,22 +9,25 @@ What :func:`check_data_config` checks for each dataloader it is asked about
 - for COCO-style datasets (subclasses of mmdet's ``CocoDataset``) and for
   the ``ann_file`` of ``CocoMetric``-like evaluators: the annotation file is
   COCO JSON (``images``, ``annotations``, ``categories`` with their required
-  fields, no duplicate ids, annotations that refer to listed images and
-  categories), it lists images, the training set lists annotations, and every
-  class name of the dataset's ``metainfo`` is one of its categories;
+  fields, each of the type in ``_FIELDS``, no duplicate ids, annotations that
+  refer to listed images and categories), it lists images, the training set
+  lists annotations, and every class name of the dataset's ``metainfo`` is
+  one of its categories;
 - every image listed is a non-empty file that PIL recognises as an image
   (``PIL.Image.verify``: header, and for PNG the chunk checksums), or, with
   ``images='full'``, that PIL decodes entirely (a JPEG cut short fails here
   rather than at its first batch); decoded images are remembered by path,
-  size and modification time, so a second run skips them.
+  size and modification time, so a second run skips them (a damaged cache
+  is ignored and rewritten, an unwritable one skipped, each with a warning).
 
 It also reports, as warnings, what mmdet's ``CocoDataset`` does silently:
 annotations it drops (no overlap with the image, ``w < 1``, ``h < 1``,
 ``area <= 0``, a category outside the dataset's classes, ``ignore``), boxes
 it keeps unclipped although they leave the image, non-finite coordinates,
 images its ``filter_cfg`` removes from training, and images whose
-``width`` / ``height`` disagree with the file. mmdet's own tools run none of
-these checks; ``tools/misc/check_data.py CONFIG`` runs them alone.
+``width`` / ``height`` disagree with the image as mmcv loads it (turned by
+its EXIF orientation). mmdet's own tools run none of these checks;
+``tools/misc/check_data.py CONFIG`` runs them alone.
 
 Remote paths (``s3://`` and the like) are not checked.
 """
@@ -46,10 +49,53 @@ from PIL import Image
 from mmsoftpool.engine.atomic_files import write_atomically
 
 _SHOWN = 10  # problems listed in one message; the rest are counted
-_IMAGE_FIELDS = ('id', 'file_name', 'width', 'height')
-_ANNOTATION_FIELDS = ('id', 'image_id', 'category_id', 'bbox', 'area',
-                      'iscrowd')
-_CATEGORY_FIELDS = ('id', 'name')
+
+
+def _as_float(value) -> Optional[float]:
+    """``value`` as the float mmdet computes with, or None if it is no
+    number: a bool is an int in Python but not a number here, and json reads
+    ``10**400`` as an int that no float holds."""
+    if type(value) not in (int, float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _is_integer(value) -> bool:
+    return type(value) is int  # not bool, an int subclass
+
+
+def _is_finite(value) -> bool:
+    number = _as_float(value)
+    return number is not None and math.isfinite(number)
+
+
+def _is_box(value) -> bool:
+    # NaN or inf coordinates pass: mmdet drops or keeps such boxes, and
+    # annotation_warnings says which.
+    return (isinstance(value, list) and len(value) == 4
+            and all(_as_float(v) is not None for v in value))
+
+
+# The required fields of each list of a COCO file: the test their value (as
+# json.load returns it) must pass, and what the message says it must be.
+# Ids must be ints: they are hashed and compared as such.
+_INTEGER = (_is_integer, 'an integer')
+_STRING = (lambda value: isinstance(value, str), 'a string')
+_FINITE = (_is_finite, 'a finite number')
+_FIELDS = {  # categories before annotations, which refer to them
+    'images': dict(id=_INTEGER, file_name=_STRING, width=_FINITE,
+                   height=_FINITE),
+    'categories': dict(id=_INTEGER, name=_STRING),
+    'annotations': dict(
+        id=_INTEGER, image_id=_INTEGER, category_id=_INTEGER,
+        bbox=(_is_box, '[x, y, w, h] of numbers'), area=_FINITE,
+        # mmdet takes any true value as crowd, a string '0' too
+        iscrowd=(lambda value: type(value) in (int, bool) and value in (0, 1),
+                 '0 or 1')),
+}
 
 
 def _is_remote(path: str) -> bool:
@@ -60,6 +106,12 @@ def _listed(problems: Sequence[str]) -> str:
     more = len(problems) - _SHOWN
     return '\n  ' + '\n  '.join(problems[:_SHOWN]) + (
         f'\n  ... and {more} more' if more > 0 else '')
+
+
+def _shown(value, limit: int = 60) -> str:
+    """``repr(value)``, cut short: a bad value may be a 400-digit int."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
 def _join(root: str, path: str) -> str:
@@ -80,7 +132,9 @@ def load_coco_json(path: str, where: str, need_annotations: bool) -> dict:
     try:
         with open(path, encoding='utf-8') as f:
             coco = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    # ValueError: JSONDecodeError, UnicodeDecodeError and ints of more than
+    # sys.get_int_max_str_digits() digits; RecursionError: nesting too deep.
+    except (ValueError, RecursionError) as err:
         raise ValueError(f'{where}: annotation file {path!r} is not valid '
                          f'JSON ({err})') from None
     not_coco = f'{where}: annotation file {path!r} is not COCO-format JSON'
@@ -109,9 +163,7 @@ def load_coco_json(path: str, where: str, need_annotations: bool) -> dict:
 
     problems = []
     ids = {}
-    for key, fields in (('images', _IMAGE_FIELDS),
-                        ('categories', _CATEGORY_FIELDS),
-                        ('annotations', _ANNOTATION_FIELDS)):
+    for key, fields in _FIELDS.items():
         seen = set()
         for index, entry in enumerate(coco.get(key, [])):
             if not isinstance(entry, dict):
@@ -120,28 +172,23 @@ def load_coco_json(path: str, where: str, need_annotations: bool) -> dict:
             absent = [field for field in fields if field not in entry]
             if absent:
                 problems.append(f'{key}[{index}] lacks {", ".join(absent)}')
-            if 'id' in entry:
+            for field, (valid, expected) in fields.items():
+                if field in entry and not valid(entry[field]):
+                    problems.append(f'{key}[{index}] has {field} '
+                                    f'{_shown(entry[field])}, not {expected}')
+            if _is_integer(entry.get('id')):  # a bad id is reported above
                 if entry['id'] in seen:
                     problems.append(
                         f'{key}[{index}] repeats id {entry["id"]!r}')
                 seen.add(entry['id'])
         ids[key] = seen
     for index, ann in enumerate(coco.get('annotations', [])):
-        if not isinstance(ann, dict):
-            continue
-        if 'image_id' in ann and ann['image_id'] not in ids['images']:
-            problems.append(f'annotations[{index}] refers to image_id '
-                            f'{ann["image_id"]!r}, which is not listed')
-        if ('category_id' in ann
-                and ann['category_id'] not in ids['categories']):
-            problems.append(f'annotations[{index}] refers to category_id '
-                            f'{ann["category_id"]!r}, which is not listed')
-        bbox = ann.get('bbox')
-        if 'bbox' in ann and not (isinstance(bbox, list) and len(bbox) == 4
-                                  and all(isinstance(v, (int, float))
-                                          for v in bbox)):
-            problems.append(
-                f'annotations[{index}] has bbox {bbox!r}, not [x, y, w, h]')
+        for field, listed in (('image_id', 'images'),
+                              ('category_id', 'categories')):
+            if (isinstance(ann, dict) and _is_integer(ann.get(field))
+                    and ann[field] not in ids[listed]):
+                problems.append(f'annotations[{index}] refers to {field} '
+                                f'{ann[field]!r}, which is not listed')
     if problems:
         raise ValueError(f'{not_coco} ({len(problems)} problems):' +
                          _listed(problems))
@@ -158,65 +205,144 @@ def _decoded_cache(img_dir: str) -> str:
     return osp.join(root, 'mmsoftpool', 'decoded_images', f'{key}.json')
 
 
-def _read_image(path: str, full: bool, decoded: dict):
-    """(problem or None, (width, height) or None, cache key if decoded)."""
+# LoadImageFromFile's color_type values with which mmcv.imfrombytes keeps the
+# stored orientation (cv2 IMREAD_UNCHANGED, or IMREAD_IGNORE_ORIENTATION).
+_STORED_ORIENTATION = ('unchanged', 'color_ignore_orientation',
+                       'grayscale_ignore_orientation')
+
+
+def applies_exif_orientation(pipeline) -> bool:
+    """Whether the ``LoadImageFromFile`` of ``pipeline`` (mmcv's; none: its
+    defaults, ``color_type='color'``, ``imdecode_backend='cv2'``) turns images
+    by their EXIF orientation, as cv2's IMREAD_COLOR and mmcv's pillow
+    backend do; turbojpeg ignores EXIF."""
+    for step in pipeline or ():
+        type_ = step.get('type') if isinstance(step, dict) else None
+        name = getattr(type_, '__name__', str(type_)).split('.')[-1]
+        if name == 'LoadImageFromFile':
+            return (step.get('color_type', 'color') not in _STORED_ORIENTATION
+                    and step.get('imdecode_backend', 'cv2') != 'turbojpeg')
+    return True
+
+
+def _size_as_loaded(img: Image.Image, exif: bool) -> Tuple[tuple, int]:
+    """(width, height) of the array mmcv loads from ``img``, and the EXIF
+    orientation that turned it a quarter turn (1 if none did).
+
+    PIL's size is the stored one, except for TIFF, which PIL turns already
+    (and so does cv2, whatever the flag). Only EXIF read with the header
+    counts: ``getexif`` would decode a whole PNG to look after its pixels.
+    """
+    if not exif or img.format == 'TIFF' or 'exif' not in img.info:
+        return img.size, 1
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # EXIF PIL cannot parse: cv2 loads the image as stored
+        return img.size, 1
+    if orientation in (5, 6, 7, 8):  # 90 or 270 degrees, maybe mirrored
+        return img.size[::-1], orientation
+    return img.size, 1
+
+
+def _read_image(path: str, full: bool, decoded: dict, exif: bool):
+    """(problem or None, (width, height) as mmcv loads it or None, EXIF
+    orientation that turned it, cache key if decoded)."""
     if not osp.isfile(path):
-        return f'{path!r}: no such file', None, None
+        return f'{path!r}: no such file', None, 1, None
     stat = os.stat(path)
     if stat.st_size == 0:
-        return f'{path!r}: empty file', None, None
+        return f'{path!r}: empty file', None, 1, None
     key = f'{stat.st_size}:{stat.st_mtime_ns}'
     try:
         with Image.open(path) as img:
-            size = img.size
+            size, orientation = _size_as_loaded(img, exif)
             if full and decoded.get(path) != key:
                 img.load()  # decodes all of it: a truncated file fails
             elif not full:
                 img.verify()
     except Exception as err:  # PIL raises many types for bad files
-        return f'{path!r}: not a readable image ({err})', None, None
-    return None, size, key if full else None
+        return f'{path!r}: not a readable image ({err})', None, 1, None
+    return None, size, orientation, key if full else None
+
+
+def _read_decoded(cache: str, where: str) -> Tuple[dict, List[str]]:
+    """The images a full decode passed, as ``cache`` remembers them (path:
+    size and mtime), and a warning if it is damaged or not ours: it is then
+    ignored, and rewritten after this check."""
+    if not osp.isfile(cache):
+        return {}, []
+    try:
+        with open(cache, encoding='utf-8') as f:
+            decoded = json.load(f)
+    except (OSError, ValueError, RecursionError) as err:
+        problem = f'not readable JSON: {err}'
+    else:
+        if isinstance(decoded, dict) and all(
+                isinstance(stamp, str) for stamp in decoded.values()):
+            return decoded, []
+        problem = (f'a JSON {type(decoded).__name__}, not paths with their '
+                   'size and mtime')
+    return {}, [f'{where}: the cache of decoded images {cache!r} is damaged '
+                f'({problem}); it is ignored and rewritten']
+
+
+def _write_decoded(cache: str, decoded: dict, where: str) -> List[str]:
+    try:
+        write_atomically(cache, json.dumps(decoded).encode())
+    except OSError as err:  # read-only home, a file where a folder should be
+        return [f'{where}: cannot write the cache of decoded images '
+                f'{cache!r} ({err}); the next full check decodes them again']
+    return []
 
 
 def check_images(coco: dict, img_dir: str, where: str, ann_file: str,
-                 images: str = 'header') -> List[str]:
+                 images: str = 'header',
+                 exif_orientation: bool = True) -> List[str]:
     """Every image ``coco`` lists is a non-empty file PIL can read (with
     ``images='full'``: decode). Returns warnings for sizes that disagree
-    with the annotation file."""
+    with the annotation file: the size as mmcv loads the image, turned by
+    its EXIF orientation unless ``exif_orientation`` is False (see
+    :func:`applies_exif_orientation`)."""
     if images not in IMAGE_CHECKS:
         raise ValueError(f'images must be one of {IMAGE_CHECKS}, got '
                          f'images={images!r}')
     full = images == 'full'
     cache = _decoded_cache(img_dir)
-    decoded = {}
-    if full and osp.isfile(cache):
-        with open(cache) as f:
-            decoded = json.load(f)
+    decoded, warnings = _read_decoded(cache, where) if full else ({}, [])
     paths = [osp.join(img_dir, image['file_name']) for image in coco['images']]
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         results = list(pool.map(
-            lambda path: _read_image(path, full, decoded), paths))
-    problems = [problem for problem, _, _ in results if problem]
+            lambda path: _read_image(path, full, decoded, exif_orientation),
+            paths))
+    problems = [problem for problem, _, _, _ in results if problem]
     if full:
-        decoded.update((path, key) for path, (_, _, key) in zip(paths, results)
+        decoded.update((path, key)
+                       for path, (_, _, _, key) in zip(paths, results)
                        if key is not None)
-        write_atomically(cache, json.dumps(decoded).encode())
+        warnings += _write_decoded(cache, decoded, where)
     if problems:
+        for warning in warnings:  # the error below ends the check
+            print_log(warning, logger='current', level=logging.WARNING)
         raise ValueError(
             f'{where}: {len(problems)} of the {len(coco["images"])} images '
             f'listed in {ann_file!r} cannot be read:' + _listed(problems))
-    mismatched = [
-        f'{path!r}: {image["width"]}x{image["height"]} in the annotation '
-        f'file, {size[0]}x{size[1]} in the file'
-        for path, image, (_, size, _) in zip(paths, coco['images'], results)
-        if (image['width'], image['height']) != size
-    ]
-    if not mismatched:
-        return []
-    return [f'{where}: {len(mismatched)} images of {ann_file!r} have another '
+    mismatched = []
+    for path, image, (_, size, orientation, _) in zip(paths, coco['images'],
+                                                      results):
+        if (image['width'], image['height']) == size:
+            continue
+        loaded = (f'{size[0]}x{size[1]} as mmcv loads it (EXIF orientation '
+                  f'{orientation} turns the stored {size[1]}x{size[0]})'
+                  if orientation != 1 else f'{size[0]}x{size[1]} in the file')
+        mismatched.append(f'{path!r}: {image["width"]}x{image["height"]} in '
+                          f'the annotation file, {loaded}')
+    if mismatched:
+        warnings.append(
+            f'{where}: {len(mismatched)} images of {ann_file!r} have another '
             'size than the annotation file says; mmdet uses the size of the '
             'loaded image and takes the boxes as they are:' +
-            _listed(mismatched)]
+            _listed(mismatched))
+    return warnings
 
 
 def mmdet_drop_reason(ann: dict, image: dict, cat_ids) -> Optional[str]:
@@ -375,8 +501,9 @@ def check_dataset(dataset: dict, where: str, scope: str,
             f'(its categories: {sorted(names)[:_SHOWN]}); set '
             f'{where}.metainfo.classes to the names it uses')
     img_prefix = (dataset.get('data_prefix') or {}).get('img', '')
-    warnings = check_images(coco, _join(data_root, img_prefix), where,
-                            ann_path, images)
+    warnings = check_images(
+        coco, _join(data_root, img_prefix), where, ann_path, images,
+        exif_orientation=applies_exif_orientation(dataset.get('pipeline')))
     if 'annotations' in coco:
         warnings += annotation_warnings(
             coco, classes, where, ann_path, dataset.get('filter_cfg'),
