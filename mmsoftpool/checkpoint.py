@@ -34,6 +34,7 @@ import contextlib
 import functools
 import io
 import logging
+import math
 import os
 import os.path as osp
 import pickle
@@ -56,6 +57,7 @@ from mmengine.runner.checkpoint import (CheckpointLoader,
                                         get_mmcls_models,
                                         get_torchvision_models)
 
+from . import checkpoint_bounds as bounds
 from .checkpoint_bounds import FileDamaged, FileRefused, check_checkpoint
 
 # ---------------------------------------------------------------------------
@@ -429,13 +431,26 @@ def _latin1_bytes(text, encoding):
     return text.encode('latin1')
 
 
+def _over_literals(container):
+    """``container`` (OrderedDict, torch.Size) built only from the pickle's
+    own lists, tuples and dicts: over a tensor it would make one object per
+    element of a view as large as the file asks."""
+
+    def build(*args):
+        if not all(isinstance(a, (list, tuple, dict)) for a in args):
+            raise _refuse(f'{container.__name__} of '
+                          f'{", ".join(type(a).__name__ for a in args)}')
+        return container(*args)
+
+    return build
+
+
 # What plain pickles of results (MMEngine's DumpResults, tools/test.py --out)
 # hold: tensors, ordered dicts, numpy values. No HistoryBuffer, no getattr.
 _PICKLE_GLOBALS = {
-    'torch._utils._rebuild_tensor_v2': torch._utils._rebuild_tensor_v2,
     'torch.storage._load_from_bytes': _storage_from_bytes,
-    'collections.OrderedDict': OrderedDict,
-    'torch.Size': torch.Size,
+    'collections.OrderedDict': _over_literals(OrderedDict),
+    'torch.Size': _over_literals(torch.Size),
     '_codecs.encode': _latin1_bytes,
     **{name: obj for obj, name in SAFE_GLOBALS
        if name.startswith('numpy.') or name == 'builtins.bytes'},
@@ -443,24 +458,49 @@ _PICKLE_GLOBALS = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Python's recipe for restricting globals, with the list above."""
+    """Python's recipe for restricting globals, with the list above; the
+    tensors a file rebuilds may add up to what a checkpoint of its size may
+    hold (mmsoftpool.checkpoint_bounds)."""
+
+    def __init__(self, f, size):
+        super().__init__(f)
+        self.tensor_bytes_left = bounds.TENSOR_BYTES_PER_FILE_BYTE * size + \
+            bounds.TENSOR_BYTES_SLACK
 
     def find_class(self, module, name):
+        if f'{module}.{name}' == 'torch._utils._rebuild_tensor_v2':
+            return self._rebuild_tensor
         if f'{module}.{name}' in _PICKLE_GLOBALS:
             return _PICKLE_GLOBALS[f'{module}.{name}']
         raise _refuse(f'global {module}.{name}')
+
+    def _rebuild_tensor(self, storage, offset, size, stride, *args):
+        if not isinstance(storage, torch.storage.TypedStorage) or not all(
+                isinstance(v, (tuple, list)) and all(type(n) is int for n in v)
+                for v in (size, stride)) or min(size, default=0) < 0:
+            raise _refuse(f'a tensor of {type(storage).__name__}, size '
+                          f'{size!r}, stride {stride!r}')
+        self.tensor_bytes_left -= math.prod(size) * storage.element_size()
+        if self.tensor_bytes_left < 0:
+            raise _refuse('tensors that add up to more than '
+                          f'{bounds.TENSOR_BYTES_PER_FILE_BYTE} times the '
+                          'file\'s size')
+        return torch._utils._rebuild_tensor_v2(storage, offset, size, stride,
+                                               *args)
 
 
 def load_pickle(path):
     """Reads a plain pickle of results (tensors, containers, numpy values)
     without running code from it; errors name the file."""
     with open(path, 'rb') as f:
-        try:
-            return _plain_arrays(_RestrictedUnpickler(f).load(), set())
-        except pickle.UnpicklingError as err:
-            raise pickle.UnpicklingError(
-                f'Refused to load {path!r}: {err}; plain pickles of results '
-                'may hold only tensors, containers and numpy values') from None
+        data = f.read()
+    try:
+        unpickler = _RestrictedUnpickler(io.BytesIO(data), len(data))
+        return _plain_arrays(unpickler.load(), set())
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f'Refused to load {path!r}: {err}; plain pickles of results '
+            'may hold only tensors, containers and numpy values') from None
 
 
 # ---------------------------------------------------------------------------

@@ -26,11 +26,12 @@ def tiny_demo_overrides(data_root):
         """)
 
 
-def run_python(code, *, cwd=None, env=None, check=True, timeout=300):
+def run_python(code, *, args=(), cwd=None, env=None, check=True, timeout=300):
     """Runs ``code`` in a fresh interpreter, as a user's script would, so a
     crash (or a payload) there cannot touch pytest's process. With ``check``
     a non-zero exit fails the test, showing the signal and stderr."""
-    result = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+    result = subprocess.run([sys.executable, '-c', textwrap.dedent(code),
+                             *args],
                             cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=timeout)
     if check:

@@ -236,13 +236,14 @@ def _legacy(obj):
 
 def _legacy_forged_numel():
     """A legacy file whose storage declares 2**30 floats and holds 4."""
-    data = bytearray(_legacy({'w': torch.zeros(4)}))
-    # the storage's numel (4) is the BININT1 right after its location 'cpu'
+    data = _legacy({'w': torch.zeros(4)})
+    # The persistent id is ('storage', type, key, 'cpu', numel): the numel
+    # (BININT1 4) follows the location, after the memo PUT of 'cpu' if any.
     at = data.index(b'X\x03\x00\x00\x00cpu') + 8
+    if data[at:at + 1] == b'q':
+        at += 2
     assert data[at:at + 2] == b'K\x04', data[at:at + 2]
-    data[at:at + 2] = b'J' + struct.pack('<i', 1 << 30)[:1]
-    return bytes(data[:at]) + b'J' + struct.pack('<i', 1 << 30) + \
-        bytes(data[at + 2:])
+    return data[:at] + integer(1 << 30) + data[at + 2:]
 
 
 def archive_files():
@@ -292,3 +293,19 @@ def header_mutations(data, count, seed=0):
         copy[at] = (copy[at] + rng.randrange(1, 256)) % 256
         mutated.append((at, bytes(copy)))
     return mutated
+
+
+def with_directory_flag(data, record):
+    """``data`` (a zip) with the MS-DOS folder attribute set on the directory
+    entry of the record whose name ends with ``record``: torch's reader then
+    skips that record and leaves the tensor's memory uninitialised."""
+    data = bytearray(data)
+    at = 0
+    while (at := data.find(b'PK\x01\x02', at)) >= 0:
+        name_length = struct.unpack_from('<H', data, at + 28)[0]
+        if bytes(data[at + 46:at + 46 + name_length]).endswith(
+                record.encode()):
+            data[at + 38] |= 0x10  # the low byte of the external attributes
+            return bytes(data)
+        at += 4
+    raise ValueError(f'no record {record!r}')

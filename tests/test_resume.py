@@ -296,3 +296,59 @@ def test_inference_paints_a_folder(config, whole, tmp_path):
     assert sorted(os.listdir(out / 'vis')) == names
     assert sorted(os.listdir(out / 'preds')) == [
         osp.splitext(name)[0] + '.json' for name in names]
+
+
+def run_tool_expecting_user_error(*args):
+    """A tool run that must end with exit 2 and one line, no traceback."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    out = subprocess.run([sys.executable, *args], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+    return out.stderr.strip().splitlines()[-1]
+
+
+def test_resume_falls_back_from_a_directory_flagged_newest_checkpoint(
+        config, whole, tmp_path):
+    """One bit of the newest checkpoint's zip directory flips (a storage
+    record marked as a folder, which torch's reader skips, leaving the tensor
+    uninitialised): --resume names it and resumes from the one before."""
+    import hostile_files
+    work = tmp_path / 'work'
+    work.mkdir()
+    for epoch in (1, 2):
+        (work / f'epoch_{epoch}.pth').write_bytes(
+            (whole / f'epoch_{epoch}.pth').read_bytes())
+    (work / 'epoch_3.pth').write_bytes(hostile_files.with_directory_flag(
+        (whole / 'epoch_3.pth').read_bytes(), '/data/0'))
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_3.pth'))
+    log = train(config, work, '--resume')
+    assert f"--resume: skipping damaged checkpoint '{work / 'epoch_3.pth'}'" \
+        in log
+    assert 'resumed epoch: 2, iter: 4' in log
+    final_whole = torch.load(whole / 'epoch_3.pth')['state_dict']
+    final = torch.load(work / 'epoch_3.pth')['state_dict']
+    for key, value in final_whole.items():
+        assert torch.equal(final[key], value), key
+
+
+def test_resume_and_test_refuse_a_forged_checkpoint_in_one_line(
+        config, whole, tmp_path):
+    """A forged file (a numpy array BUILT twice: the use-after-free) named by
+    last_checkpoint, or given to tools/test.py: exit 2, one line, nothing of
+    it used."""
+    import hostile_files
+    forged = hostile_files.rebuilt_memo_files()['array-built-twice']
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'epoch_1.pth').write_bytes((whole / 'epoch_1.pth').read_bytes())
+    (work / 'epoch_2.pth').write_bytes(forged)
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_2.pth'))
+    line = run_tool_expecting_user_error('tools/train.py', config,
+                                         '--work-dir', str(work), '--resume')
+    assert line.startswith('train.py: error: Refused to load checkpoint '), line
+    assert 'a second state for the same numpy array' in line
+    line = run_tool_expecting_user_error('tools/test.py', config,
+                                         str(work / 'epoch_2.pth'),
+                                         '--work-dir', str(tmp_path / 'test'))
+    assert line.startswith('test.py: error: Refused to load checkpoint '), line

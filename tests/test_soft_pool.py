@@ -582,6 +582,24 @@ def test_backward_op_honours_log_norm_strides(device, memory_format, dtype, kern
             assert torch.equal(got, dense), (name, grad_name)
 
 
+@pytest.mark.parametrize('on_meta', ['grad_output', 'log_norm', 'input'])
+def test_backward_op_refuses_mixed_devices(on_meta):
+    """One argument on meta, the rest on the CPU: the dispatcher runs the
+    fake (meta) implementation, which must check devices as the kernel does
+    instead of returning an uninitialised tensor."""
+    x = torch.randn(1, 2, 6, 6)
+    args = ([2, 2], [2, 2], [0, 0], False)
+    _, log_norm = torch.ops.mmsoftpool.soft_pool_forward(x, *args)
+    tensors = dict(grad_output=torch.ones_like(log_norm, dtype=x.dtype),
+                   input=x, log_norm=log_norm)
+    tensors[on_meta] = tensors[on_meta].to('meta')
+    with pytest.raises(RuntimeError, match=r'soft_pool_backward: grad_output '
+                       r'\((meta|cpu)\) and log_norm \((meta|cpu)\) must be on '
+                       r"the input's device"):
+        torch.ops.mmsoftpool.soft_pool_backward(
+            tensors['grad_output'], tensors['input'], tensors['log_norm'], *args)
+
+
 def test_flops_in_mmengine_complexity_analysis():
     """What mmdet's get_flops.py reads: 4 FLOPs a window cell, 1 an output."""
     from mmengine.analysis import get_model_complexity_info

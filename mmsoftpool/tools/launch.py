@@ -9,7 +9,7 @@ import ast
 import os
 import os.path as osp
 import sys
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple, Type
 
 import torch
 import torch.distributed as torch_dist
@@ -31,14 +31,107 @@ class UserError(Exception):
     kept for bugs."""
 
 
-def run_tool(main: Callable[[], None]) -> None:
+def run_tool(main: Callable[[], None],
+             user_errors: Tuple[Type[BaseException], ...] = ()) -> None:
     """Run a tool's ``main``, turning a :class:`UserError` into one message
-    on stderr and exit code 2."""
+    on stderr and exit code 2; likewise an exception of ``user_errors``
+    (e.g. ``mmsoftpool.checkpoint.CHECKPOINT_ERRORS``: a file the user named
+    is missing or bad, said in one line naming it) and a failure that a
+    ``--cfg-options`` value of the wrong type caused (:func:`load_config`).
+    Any other exception keeps its traceback: it is a bug."""
     try:
         main()
+        return
     except UserError as err:
-        print(f'{osp.basename(sys.argv[0])}: error: {err}', file=sys.stderr)
-        sys.exit(2)
+        message = str(err)
+    except user_errors as err:
+        message = str(err)
+    except (ValueError, TypeError, AssertionError, KeyError) as err:
+        message = _blame_cfg_option(err)
+        if message is None:
+            raise
+    print(f'{osp.basename(sys.argv[0])}: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+class ToolParser(argparse.ArgumentParser):
+    """argparse's parser with its errors in one line, as :func:`run_tool`
+    prints them (``prog: error: message``, exit code 2); the usage is in
+    ``--help``."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for counts and sizes: an integer >= ``minimum``
+    (argparse then names the argument: ``argument --batch-size: ...``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f'expected an integer >= {minimum}, got {text!r}')
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def device_arg(text: str) -> str:
+    """An argparse ``type=`` for ``--device``: one torch knows and this
+    machine has (torch would fail later, deep in model building)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a device (cpu, cuda, cuda:1, ...)') from None
+    if device.type == 'cuda' and (device.index or 0) >= (
+            torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: this machine has '
+            f'{torch.cuda.device_count() if torch.cuda.is_available() else 0}'
+            ' usable CUDA devices')
+    return text
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--overwrite', action='store_true',
+        help='replace output files that exist (by default the tool refuses)')
+
+
+def output_path(path, option: str, overwrite: bool, folder: bool = False):
+    """``path``, a file the tool is about to write (with ``folder``: a
+    folder it fills), checked before any work: an existing one is replaced
+    only with ``--overwrite``, so a repeated command does not silently
+    destroy an earlier result. ``option`` names the argument in errors."""
+    parent = osp.dirname(osp.abspath(path))
+    if osp.exists(parent) and not osp.isdir(parent):
+        raise UserError(f'{option} {path}: {parent} is a file, not a folder')
+    if osp.exists(path) and osp.isdir(path) != folder:
+        raise UserError(f'{option} {path} is a {"file" if folder else "folder"}'
+                        f', not a {"folder" if folder else "file"}')
+    if osp.exists(path) and not overwrite and (not folder or os.listdir(path)):
+        raise UserError(
+            f'{option} {path} exists; pass --overwrite to replace it')
+    return path
+
+
+def checkpoint_source(path: str, option: str) -> str:
+    """``path``, a checkpoint to read: a local one must be a file, checked
+    before the model is built. URLs (``https://``, ``torchvision://``,
+    ``work_dir://``, ...) are left to mmsoftpool.checkpoint's loaders, whose
+    errors (CHECKPOINT_ERRORS) the tools report with :func:`run_tool`."""
+    if '://' not in path and not osp.isfile(path):
+        what = 'is a folder' if osp.isdir(path) else 'no such file'
+        raise UserError(f'{option}: {what} {path!r}')
+    return path
 
 
 class CfgOptions(DictAction):
@@ -94,8 +187,10 @@ def load_config(config: str, cfg_options: Optional[dict],
                         f'syntax error in {config!r} or its bases: {err}')
     except FileNotFoundError as err:  # a _base_ file
         raise UserError(f'{config!r}: {err}')
+    check_launcher(launcher)
     cfg.launcher = launcher
     if cfg_options is not None:
+        _retyped_options.update(_retyped(cfg, cfg_options))
         cfg.merge_from_dict(cfg_options)
     # work_dir: command line, then the config, then the config's file name.
     if work_dir is not None:
@@ -103,7 +198,84 @@ def load_config(config: str, cfg_options: Optional[dict],
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
+    if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
+        option = '--work-dir' if work_dir is not None else 'work_dir'
+        raise UserError(f'{option} {cfg.work_dir} is a file, not a folder')
     return cfg
+
+
+# The --cfg-options that put a string or a float where the config held a
+# number (KEY: (what the config held, the new value)). MMEngine keeps
+# 'abc' in train_cfg.max_epochs=abc as a string; what fails on it is deep in
+# the Runner (int('abc') in a loop's constructor), so run_tool blames the
+# option when the failure shows its value (_blame_cfg_option).
+_retyped_options = {}
+
+
+def _config_value(cfg, key: str):
+    """The value at the dotted ``key`` (list items by index), or None."""
+    value = cfg
+    for part in key.split('.'):
+        try:
+            value = value[int(part)] if isinstance(value,
+                                                   (list, tuple)) else value[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            return None
+    return value
+
+
+def _retyped(cfg, cfg_options: dict) -> dict:
+    retyped = {}
+    for key, new in cfg_options.items():
+        old = _config_value(cfg, key)
+        if type(old) in (int, float, bool) and (
+                isinstance(new, str) or type(old) is int and type(new) is float):
+            retyped[key] = (old, new)
+    return retyped
+
+
+def _blame_cfg_option(err: BaseException) -> Optional[str]:
+    """The one-line error for a failure caused by a --cfg-options value of
+    another type than the config held: the failure's message shows the
+    value, or (a TypeError) says a str was given where a number was due."""
+    text = ' '.join(str(err).split())
+    for key, (old, new) in _retyped_options.items():
+        shown = repr(new) in text or (not isinstance(new, str)
+                                      and str(new) in text)
+        if shown or isinstance(err, TypeError) and isinstance(new, str) \
+                and "'str'" in text:
+            return (f'--cfg-options {key}={new}: the config holds '
+                    f'{type(old).__name__} {old!r} there, and the run failed '
+                    f'on the new value: {type(err).__name__}: {text}')
+    return None
+
+
+# What each launcher reads from the environment (MMEngine's init_dist, which
+# fails with a KeyError without it): the variables its starter sets.
+LAUNCHER_ENV = {
+    'pytorch': ('torchrun (tools/dist_train.sh, tools/dist_test.sh)',
+                ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')),
+    'slurm': ('srun (tools/slurm_train.sh)',
+              ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')),
+    'mpi': ('mpirun', ('OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_SIZE',
+                       'OMPI_COMM_WORLD_RANK', 'MASTER_ADDR')),
+}
+
+
+def check_launcher(launcher: str) -> None:
+    """Before any work: the environment ``--launcher`` needs is there."""
+    if launcher not in LAUNCHER_ENV:
+        return
+    starter, names = LAUNCHER_ENV[launcher]
+    missing = [name for name in names if name not in os.environ]
+    if missing:
+        raise UserError(f'--launcher {launcher} expects the environment of '
+                        f'{starter}; {", ".join(missing)} not set')
+    if launcher != 'pytorch' and not torch.cuda.is_available():
+        # only the pytorch launcher has a CPU path (setup_distributed)
+        raise UserError(f'--launcher {launcher} needs CUDA, and this machine '
+                        'has no usable CUDA device; on CPU use --launcher '
+                        'pytorch under torchrun')
 
 
 def _syntax_error(config: str, seen=()) -> Optional[str]:
@@ -160,18 +332,10 @@ def setup_distributed(cfg: Config) -> None:
     group is started here with the gloo backend and the Runner, finding it
     initialised, uses it. The config gets a CPU-capable DDP wrapper unless it
     sets ``model_wrapper_cfg`` itself. With CUDA nothing changes.
+    (:func:`load_config` checked that torchrun's environment is there.)
     """
     if cfg.launcher != 'pytorch' or torch.cuda.is_available():
         return
-    missing = [
-        var for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
-        if var not in os.environ
-    ]
-    if missing:
-        raise RuntimeError(
-            '--launcher pytorch expects the environment of torchrun '
-            f'(tools/dist_train.sh, tools/dist_test.sh); {", ".join(missing)} '
-            'not set')
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend='gloo')
     # For the record (the saved config): the group above is gloo.
@@ -179,3 +343,20 @@ def setup_distributed(cfg: Config) -> None:
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(CPU_MODEL_WRAPPER_CFG)
+
+
+def finish_distributed() -> None:
+    """End a finished run's process group (``setup_distributed``'s or
+    MMEngine's), if there is one: wait for every rank, then destroy it.
+
+    Left to interpreter exit, the group is torn down while Python finalizes;
+    a gloo worker thread still releasing its last work then aborts the
+    process (SIGABRT, ``terminate called without an active exception``),
+    now and then, under load. PyTorch asks for ``destroy_process_group`` at
+    the end of the program. Only for a run that succeeded: after a failure
+    another rank may never reach the barrier.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()

@@ -3,18 +3,18 @@
 Thin over MMEngine's Runner, with the flags of MMDetection's tools/test.py.
 The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
 """
-import argparse
-import os.path as osp
-
 from mmengine.registry import METRICS, RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
+from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
 from mmsoftpool.engine import CheckpointMatchHook, CheckpointMismatchError
-from mmsoftpool.tools.launch import (UserError, add_check_images_arg,
-                                      check_data, load_config,
-                                      parse_with_launch_args, run_tool,
-                                      setup_distributed)
+from mmsoftpool.tools.launch import (ToolParser, UserError,
+                                      add_check_images_arg, add_overwrite_arg,
+                                      check_data, checkpoint_source,
+                                      finish_distributed, load_config,
+                                      output_path, parse_with_launch_args,
+                                      run_tool, setup_distributed)
 
 # What differs between the libraries: the metric that dumps predictions
 # (--out) and the switches of the visualization hook (--show, --show-dir).
@@ -26,8 +26,7 @@ VISUALIZATION_KEYS = {
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(
-        description='Test (and evaluate) a model')
+    parser = ToolParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
@@ -37,6 +36,7 @@ def parse_args():
         '--out',
         type=str,
         help='dump predictions to a pickle file for offline evaluation')
+    add_overwrite_arg(parser)
     parser.add_argument(
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
@@ -95,13 +95,12 @@ def require_all_parameters(cfg, required: bool) -> None:
 
 def main():
     args = parse_args()
-    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
-        raise UserError(
-            f'--out must name a .pkl or .pickle file, got --out {args.out}')
-    # Local files are checked before the model is built; URLs
-    # (https://, torchvision://, ...) are left to MMEngine's loaders.
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise UserError(f'checkpoint: no such file {args.checkpoint!r}')
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise UserError(
+                f'--out must name a .pkl or .pickle file, got --out {args.out}')
+        output_path(args.out, '--out', args.overwrite)
+    checkpoint_source(args.checkpoint, 'checkpoint')
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
     cfg.load_from = args.checkpoint
@@ -126,10 +125,14 @@ def main():
         runner.test()
     except CheckpointMismatchError as err:
         raise UserError(str(err)) from None
+    # After a failure the group is left as it is (see finish_distributed).
+    finish_distributed()
 
 
 def cli():
-    run_tool(main)
+    # a damaged or refused checkpoint, or a URL that cannot be downloaded:
+    # the loader's one-line message names it
+    run_tool(main, CHECKPOINT_ERRORS)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,6 @@
 Thin over MMEngine's Runner, with the flags of MMDetection's tools/train.py.
 The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
 """
-import argparse
 import logging
 
 from mmengine.logging import print_log
@@ -11,15 +10,18 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
-from mmsoftpool.engine import LastValidationHook, find_resumable_checkpoint
-from mmsoftpool.tools.launch import (UserError, add_check_images_arg,
-                                      check_data, load_config,
-                                      parse_with_launch_args, run_tool,
-                                      setup_distributed)
+from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
+from mmsoftpool.engine import (CheckpointMismatchError, LastValidationHook,
+                               find_resumable_checkpoint)
+from mmsoftpool.tools.launch import (ToolParser, UserError,
+                                      add_check_images_arg, check_data,
+                                      checkpoint_source, finish_distributed,
+                                      load_config, parse_with_launch_args,
+                                      run_tool, setup_distributed)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Train a model')
+    parser = ToolParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
@@ -76,9 +78,11 @@ def main():
         cfg.load_from = found.path
     elif args.resume is not None:
         cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = checkpoint_source(args.resume, '--resume')
 
     build_runner(cfg, args.check_images).train()
+    # After a failure the group is left as it is (see finish_distributed).
+    finish_distributed()
 
 
 def build_runner(cfg, check_images: str = 'header') -> Runner:
@@ -103,7 +107,9 @@ def train_keeping_last_validation(cfg) -> dict:
 
 
 def cli():
-    run_tool(main)
+    # a damaged, refused or mismatched checkpoint (--resume, load_from,
+    # init_cfg): the loader's or the CheckpointMatchHook's message names it
+    run_tool(main, (*CHECKPOINT_ERRORS, CheckpointMismatchError))
 
 
 if __name__ == '__main__':
