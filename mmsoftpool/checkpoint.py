@@ -525,7 +525,13 @@ def _cached_download(url, model_dir, progress):
     cached_file = osp.join(model_dir, osp.basename(urlparse(url).path))
     if not osp.exists(cached_file):
         print_log(f'Downloading {url} to {cached_file}', logger='current')
-        torch.hub.download_url_to_file(url, cached_file, progress=progress)
+        try:
+            torch.hub.download_url_to_file(url, cached_file, progress=progress)
+        except OSError as err:  # urllib's URLError, HTTPError, a timeout
+            # FileNotFoundError: one of CHECKPOINT_ERRORS, for the tools
+            raise FileNotFoundError(
+                f'cannot download checkpoint {url!r}: '
+                f'{getattr(err, "reason", None) or err}') from None
     return cached_file
 
 
@@ -550,9 +556,9 @@ def load_from_http(filename, map_location=None, model_dir=None,
 
 def _model_url(table, scheme, model_name):
     if model_name not in table:
-        raise KeyError(f'{scheme}{model_name}: no such model in MMEngine\'s '
-                       f'table for {scheme} (known: {len(table)} names, e.g. '
-                       f'{sorted(table)[:5]})')
+        raise FileNotFoundError(  # one of CHECKPOINT_ERRORS, for the tools
+            f'{scheme}{model_name}: no such model in MMEngine\'s table for '
+            f'{scheme} (known: {len(table)} names, e.g. {sorted(table)[:5]})')
     return table[model_name]
 
 

@@ -83,22 +83,22 @@ def _check_zip(f, size):
         name = info.filename
         # torch's reader (miniz) finds records by name, ignoring case
         if name.lower() in seen:
-            raise FileRefused(f'the archive holds {name!r} twice')
+            raise FileDamaged(f'the archive holds {name!r} twice')
         seen.add(name.lower())
         if info.is_dir() or info.external_attr & _DOS_DIRECTORY:
-            raise FileRefused(f'the archive entry {name!r} is flagged as a '
+            raise FileDamaged(f'the archive entry {name!r} is flagged as a '
                               'directory (torch\'s reader would skip it)')
         if info.flag_bits & 0x1:
-            raise FileRefused(f'the archive entry {name!r} is encrypted')
+            raise FileDamaged(f'the archive entry {name!r} is encrypted')
         if info.compress_type != zipfile.ZIP_STORED:
-            raise FileRefused(f'the archive entry {name!r} is compressed '
+            raise FileDamaged(f'the archive entry {name!r} is compressed '
                               '(torch.save stores every record as is)')
         if info.compress_size != info.file_size:
             raise FileDamaged(f'the archive entry {name!r} declares '
                               f'{info.compress_size} stored bytes for '
                               f'{info.file_size}')
         if info.header_offset < end:
-            raise FileRefused(f'the archive entry {name!r} overlaps the one '
+            raise FileDamaged(f'the archive entry {name!r} overlaps the one '
                               'before it')
         f.seek(info.header_offset)
         header = f.read(_LOCAL_HEADER.size)
@@ -177,7 +177,7 @@ def _check_legacy(f, size):
     _Pickle(f, size, None, zip_ids=False, what='storage keys').run()
     left = size - f.tell()
     if sum(declared.values()) > left:
-        raise FileRefused(f'its storages declare {sum(declared.values())} '
+        raise FileDamaged(f'its storages declare {sum(declared.values())} '
                           f'bytes, {left} bytes of the file are left')
 
 

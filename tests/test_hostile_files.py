@@ -24,15 +24,17 @@ from helpers import run_python
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-# What the child does with each file: load it through each route, reporting
-# the outcome and the seconds it took, then its own peak RSS.
-LOAD_THROUGH_EVERY_ROUTE = '''
+# The child: imports once, then loads each file in a process forked from it
+# (a crash or a blow-up stays in that process), through every route, and
+# reports each route's outcome and seconds, the forked process's peak RSS
+# and how it ended.
+LOAD_EACH_IN_A_FORK = '''
     import json, os, os.path as osp, resource, shutil, sys, time
     import mmsoftpool
     from mmengine.runner import CheckpointLoader
     from mmsoftpool.engine import find_resumable_checkpoint
 
-    path, intact, folder = sys.argv[1:4]
+    paths, intact, work = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 
     def outcome(load):
         start = time.perf_counter()
@@ -42,25 +44,46 @@ LOAD_THROUGH_EVERY_ROUTE = '''
             result = f'{type(err).__name__}: {err}'
         return result, time.perf_counter() - start
 
-    # a run's work dir: the file as its newest checkpoint, named by
-    # last_checkpoint, an intact older one beside it
-    os.makedirs(folder)
-    shutil.copy(intact, osp.join(folder, 'epoch_1.pth'))
-    newest = osp.join(folder, 'epoch_2.pth')
-    shutil.copy(path, newest)
-    with open(osp.join(folder, 'last_checkpoint'), 'w') as f:
-        f.write(newest)
-    report = {
-        'loader': outcome(lambda: sorted(
-            CheckpointLoader.load_checkpoint(path, map_location='cpu'))),
-        'work_dir': outcome(lambda: sorted(CheckpointLoader.load_checkpoint(
-            'work_dir://' + folder, map_location='cpu'))),
-        'resume': outcome(lambda: osp.basename(
-            find_resumable_checkpoint(folder).path)),
-        'rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }
-    print(json.dumps(report))
+    def every_route(path, folder):
+        # a run's work dir: the file as its newest checkpoint, named by
+        # last_checkpoint, an intact older one beside it
+        os.makedirs(folder)
+        shutil.copy(intact, osp.join(folder, 'epoch_1.pth'))
+        newest = osp.join(folder, 'epoch_2.pth')
+        shutil.copy(path, newest)
+        with open(osp.join(folder, 'last_checkpoint'), 'w') as f:
+            f.write(newest)
+        return {
+            'loader': outcome(lambda: sorted(
+                CheckpointLoader.load_checkpoint(path, map_location='cpu'))),
+            'work_dir': outcome(lambda: sorted(
+                CheckpointLoader.load_checkpoint('work_dir://' + folder,
+                                                 map_location='cpu'))),
+            'resume': outcome(lambda: osp.basename(
+                find_resumable_checkpoint(folder).path)),
+        }
+
+    reports = {}
+    for name, path in paths.items():
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            report = every_route(path, osp.join(work, name))
+            report['rss_bytes'] = resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss * 1024
+            with os.fdopen(write, 'w') as f:
+                json.dump(report, f)
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            sent = f.read()
+        _, status = os.waitpid(pid, 0)
+        reports[name] = dict(json.loads(sent) if sent else {},
+                             exit=os.waitstatus_to_exitcode(status))
+    print(json.dumps(reports))
 '''
+
 
 INTACT = {'state_dict': {'w': torch.arange(256.)}, 'meta': {'epoch': 1}}
 INTACT_KEYS = sorted(INTACT)
@@ -76,44 +99,41 @@ def corpus():
 REFUSED = {
     'array-built-twice', 'dtype-built-twice', 'history-buffer-built-twice',
     'bytearray', 'float-tensor', 'untyped-storage', 'tensor-newobj',
-    'storage-newobj', 'set-of-a-view', 'zero-stride-view', 'legacy-bytearray',
-    'legacy-storage-size'
+    'storage-newobj', 'set-of-a-view', 'zero-stride-view', 'legacy-bytearray'
 }
 DAMAGED = {
-    'deflate-bomb-repeated', 'duplicated-entry', 'overlapping-entry',
+    'legacy-storage-size', 'deflate-bomb-repeated', 'duplicated-entry', 'overlapping-entry',
     'directory-flagged-storage', 'compressed-storage', 'case-duplicate'
 }
 
 
 @pytest.fixture(scope='module')
-def files(tmp_path_factory):
+def reports(tmp_path_factory):
+    """Each corpus file (and the intact one, for the baseline) through every
+    route, with its forked process's peak RSS and exit."""
     folder = tmp_path_factory.mktemp('hostile')
     paths = {}
     for name, data in corpus().items():
-        paths[name] = folder / f'{name}.pth'
-        paths[name].write_bytes(data)
-    intact = folder / 'intact.pth'
+        paths[name] = str(folder / f'{name}.pth')
+        with open(paths[name], 'wb') as f:
+            f.write(data)
+    intact = str(folder / 'intact.pth')
     torch.save(INTACT, intact)
-    return paths, intact
-
-
-def load_in_child(path, intact, tmp_path):
-    result = run_python(LOAD_THROUGH_EVERY_ROUTE, cwd=REPO, args=[
-        str(path), str(intact), str(tmp_path / 'work')])
-    return json.loads(result.stdout.splitlines()[-1])
-
-
-@pytest.fixture(scope='module')
-def baseline_rss(files, tmp_path_factory):
-    """The child's peak RSS on the intact file: interpreter, torch, mmengine."""
-    _, intact = files
-    report = load_in_child(intact, intact, tmp_path_factory.mktemp('base'))
-    assert report['loader'][0] == INTACT_KEYS, report
-    return report['rss_bytes']
+    paths['intact'] = intact
+    out = run_python(LOAD_EACH_IN_A_FORK, cwd=REPO, args=[
+        json.dumps(paths), intact, str(folder / 'work')]).stdout
+    return json.loads(out.splitlines()[-1]), paths
 
 
 def test_the_corpus_is_classified():
     assert set(corpus()) == REFUSED | DAMAGED
+
+
+def test_the_intact_file_loads_through_every_route(reports):
+    report = reports[0]['intact']
+    assert report['exit'] == 0
+    assert report['loader'][0] == INTACT_KEYS, report
+    assert report['resume'][0] == 'epoch_2.pth', report
 
 
 # Time per route: a real checkpoint of this size loads in milliseconds; the
@@ -122,12 +142,10 @@ SECONDS_PER_ROUTE = 20
 
 
 @pytest.mark.parametrize('name', sorted(REFUSED | DAMAGED))
-def test_hostile_file_is_refused_in_bounded_time_and_memory(
-        name, files, baseline_rss, tmp_path):
-    paths, intact = files
-    path = paths[name]
-    size = path.stat().st_size
-    report = load_in_child(path, intact, tmp_path)
+def test_hostile_file_is_refused_in_bounded_time_and_memory(name, reports):
+    reports, paths = reports
+    report = reports[name]
+    assert report['exit'] == 0, report  # no signal, no crash
     kind = 'RefusedCheckpoint' if name in REFUSED else 'DamagedCheckpoint'
     for route in ('loader', 'work_dir', 'resume'):
         result, seconds = report[route]
@@ -142,17 +160,19 @@ def test_hostile_file_is_refused_in_bounded_time_and_memory(
         assert report['resume'][0] == 'epoch_1.pth', report
     # what the file may make the loader allocate (4 times its size and 16
     # MiB of tensors, mmsoftpool.checkpoint_bounds) and the allocator's slack
-    bound = baseline_rss + 4 * size + (16 << 20) + (64 << 20)
+    size = os.path.getsize(paths[name])
+    bound = reports['intact']['rss_bytes'] + 4 * size + (16 << 20) + (64 << 20)
     assert report['rss_bytes'] < bound, (report['rss_bytes'], bound)
 
 
-def test_a_refused_file_names_what_it_asked_for(files, tmp_path):
-    paths, intact = files
-    report = load_in_child(paths['bytearray'], intact, tmp_path)
-    assert 'bytearray of something other than bytes' in report['loader'][0]
-    report = load_in_child(paths['array-built-twice'], intact,
-                           tmp_path / 'twice')
-    assert 'a second state for the same numpy array' in report['loader'][0]
+def test_a_refused_file_names_what_it_asked_for(reports):
+    reports, _ = reports
+    assert 'bytearray of something other than bytes' in \
+        reports['bytearray']['loader'][0]
+    assert 'a second state for the same numpy array' in \
+        reports['array-built-twice']['loader'][0]
+    assert "the archive entry 'archive/data/0' is flagged as a directory" in \
+        reports['directory-flagged-storage']['loader'][0]
 
 
 # ---------------------------------------------------------------------------
@@ -308,25 +328,53 @@ def plain_pickles():
     }
 
 
-LOAD_PICKLE = '''
-    import json, resource, sys
+LOAD_PICKLES_EACH_IN_A_FORK = '''
+    import json, os, resource, sys
     from mmsoftpool.checkpoint import load_pickle
-    try:
-        load_pickle(sys.argv[1])
-        result = 'loaded'
-    except Exception as err:
-        result = f'{type(err).__name__}: {err}'
-    print(json.dumps([result, resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss * 1024]))
+
+    reports = {}
+    for name, path in json.loads(sys.argv[1]).items():
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            try:
+                load_pickle(path)
+                result = 'loaded'
+            except Exception as err:
+                result = f'{type(err).__name__}: {err}'
+            with os.fdopen(write, 'w') as f:
+                json.dump([result, resource.getrusage(
+                    resource.RUSAGE_SELF).ru_maxrss * 1024], f)
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            sent = f.read()
+        _, status = os.waitpid(pid, 0)
+        reports[name] = [*(json.loads(sent) if sent else [None, None]),
+                         os.waitstatus_to_exitcode(status)]
+    print(json.dumps(reports))
 '''
 
 
+@pytest.fixture(scope='module')
+def pickle_reports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('pickles')
+    paths = {}
+    for name, data in plain_pickles().items():
+        paths[name] = str(folder / f'{name}.pkl')
+        with open(paths[name], 'wb') as f:
+            f.write(data)
+    out = run_python(LOAD_PICKLES_EACH_IN_A_FORK, cwd=REPO,
+                     args=[json.dumps(paths)]).stdout
+    return json.loads(out.splitlines()[-1])
+
+
 @pytest.mark.parametrize('name', sorted(plain_pickles()))
-def test_plain_pickle_of_results_cannot_allocate_what_it_asks(name, tmp_path):
-    path = tmp_path / f'{name}.pkl'
-    path.write_bytes(plain_pickles()[name])
-    out = run_python(LOAD_PICKLE, cwd=REPO, args=[str(path)]).stdout
-    result, rss = json.loads(out.splitlines()[-1])
+def test_plain_pickle_of_results_cannot_allocate_what_it_asks(
+        name, pickle_reports):
+    result, rss, exit_code = pickle_reports[name]
+    assert exit_code == 0
     assert result.startswith('UnpicklingError: Refused to load'), result
     assert '\n' not in result
     assert rss < 1 << 30, rss
