@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from mmsoftpool.tools.analysis import load_image, pool, stochastic_pool
+from mmsoftpool.tools.launch import UserError
 
 TOOLS = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools'
 
@@ -153,11 +154,11 @@ def test_pool_similarity_bad_arguments(tmp_path):
         pool_similarity.main(['--kernels', '1', '2'])
     with pytest.raises(SystemExit):
         pool_similarity.main(['--scale', '0'])
-    with pytest.raises(FileNotFoundError, match='no-such-picture'):
+    with pytest.raises(UserError, match='no-such-picture'):
         pool_similarity.main(
             ['--images', 'no-such-picture', '--out-dir',
              str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match='holds no files'):
+    with pytest.raises(UserError, match='holds no files'):
         pool_similarity.main(
             ['--img-dir', str(tmp_path), '--out-dir',
              str(tmp_path)])
@@ -228,13 +229,13 @@ def test_visualize_bad_arguments(image_dir, tmp_path):
     with pytest.raises(SystemExit):
         visualize_pooling.main(['astronaut', '--kernel', '2', '--stride', '1',
                                 '1'])
-    with pytest.raises(ValueError, match='--zoom'):
+    with pytest.raises(UserError, match='--zoom'):
         visualize_pooling.main([
             str(image_dir / 'camera.png'), '--zoom', '60', '0', '20', '20',
             '--out',
             str(tmp_path / 'x.png')
         ])
-    with pytest.raises(ValueError, match='fewer frames or a smaller pan'):
+    with pytest.raises(UserError, match='fewer frames or a smaller pan'):
         visualize_pooling.main([
             str(image_dir / 'camera.png'), '--kernel', '2', '2', '2',
             '--frames', '8', '--pan', '20', '--out',

@@ -14,6 +14,8 @@ from mmengine.evaluator.metric import DumpResults
 from mmpretrain.structures import DataSample
 from scipy.stats import chi2
 
+from mmsoftpool.tools.launch import UserError
+
 TOOL = (
     Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools' /
     'mcnemar.py')
@@ -117,21 +119,21 @@ def test_files_of_different_images(tmp_path):
     gt = [0, 1, 2, 0]
     first = dump_predictions(tmp_path / 'a.pkl', gt, gt)
     second = dump_predictions(tmp_path / 'b.pkl', gt[:3], gt[:3])
-    with pytest.raises(ValueError, match='cover different images: 1 only in'):
+    with pytest.raises(UserError, match='cover different images: 1 only in'):
         mcnemar.main([str(first), str(second)])
 
 
 def test_files_with_different_ground_truth(tmp_path):
     first = dump_predictions(tmp_path / 'a.pkl', [0, 1, 2], [0, 1, 2])
     second = dump_predictions(tmp_path / 'b.pkl', [0, 1, 1], [0, 1, 2])
-    with pytest.raises(ValueError, match='ground truth 2 in first but 1'):
+    with pytest.raises(UserError, match='ground truth 2 in first but 1'):
         mcnemar.main([str(first), str(second)])
 
 
 def test_classifiers_that_never_disagree(tmp_path):
     first = dump_predictions(tmp_path / 'a.pkl', [0, 1, 2], [0, 2, 2])
     second = dump_predictions(tmp_path / 'b.pkl', [0, 1, 2], [0, 0, 2])
-    with pytest.raises(ValueError, match='never disagree'):
+    with pytest.raises(UserError, match='never disagree'):
         mcnemar.main([str(first), str(second)])
 
 

@@ -17,7 +17,6 @@ Example::
 
     python tools/demo.py --detector retinanet --pool softpool
 """
-import argparse
 import json
 import os.path as osp
 import time
@@ -32,8 +31,9 @@ from mmengine.structures import InstanceData
 from pycocotools import mask as mask_utils
 
 from mmsoftpool.datasets import ensure_demo_dataset
-from mmsoftpool.tools.launch import (CfgOptions, UserError, load_config,
-                                     run_tool)
+from mmsoftpool.tools.launch import (CfgOptions, ToolParser, UserError,
+                                     load_config, positive_int, run_tool,
+                                     user_errors)
 from mmsoftpool.tools.train import train_keeping_last_validation
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -47,7 +47,7 @@ METRIC_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         description='Train and evaluate a SoftPool (or max-pool) detector on '
         'the generated demo dataset')
     parser.add_argument(
@@ -66,17 +66,17 @@ def parse_args(argv=None):
         help='defaults to work_dirs/demo/<detector>_<pool>')
     parser.add_argument(
         '--num-train',
-        type=int,
+        type=positive_int,
         default=64,
         help='number of generated training images')
     parser.add_argument(
         '--num-val',
-        type=int,
+        type=positive_int,
         default=32,
         help='number of generated validation images')
     parser.add_argument(
         '--show-images',
-        type=int,
+        type=positive_int,
         default=4,
         help='number of val images drawn in predictions.png')
     parser.add_argument(
@@ -84,20 +84,15 @@ def parse_args(argv=None):
         nargs='+',
         action=CfgOptions,
         help='overrides of the config, e.g. train_cfg.max_epochs=2')
-    args = parser.parse_args(argv)
-    if args.show_images < 1:
-        parser.error(f'--show-images must be positive, got {args.show_images}')
-    return args
+    return parser.parse_args(argv)
 
 
 def use_demo_data(cfg, data_root: str, num_train: int, num_val: int) -> dict:
     """Point every dataloader and evaluator of ``cfg`` at the demo dataset
     under ``data_root``, generated with ``num_train`` and ``num_val`` images
     (made now if it is missing); returns its annotation files."""
-    try:
+    with user_errors(FileNotFoundError, ValueError):  # not the data asked for
         ann_files = ensure_demo_dataset(data_root, num_train, num_val)
-    except (FileNotFoundError, ValueError) as err:  # not the data asked for
-        raise UserError(str(err)) from None
     for split in ('train', 'val', 'test'):
         cfg[f'{split}_dataloader'].dataset.update(
             data_root=osp.join(data_root, ''),

@@ -18,7 +18,6 @@ Example::
 
     python tools/demo_video.py --pool softpool
 """
-import argparse
 import json
 import os.path as osp
 import time
@@ -28,8 +27,10 @@ import torch
 from mmaction.evaluation import ConfusionMatrix
 
 from mmsoftpool.datasets import ACTION_CLASSES
-from mmsoftpool.tools.launch import (CfgOptions, UserError, load_config,
-                                     run_tool)
+from mmsoftpool.datasets.action_demo import DemoActionsDataset
+from mmsoftpool.tools.launch import (CfgOptions, ToolParser, UserError,
+                                     load_config, positive_int, run_tool,
+                                     user_errors)
 from mmsoftpool.tools.train import train_keeping_last_validation
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -40,7 +41,7 @@ CONFIGS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         description='Train and evaluate a SoftPool (or max-pool) 3-D '
         'recognizer on the generated action clips')
     parser.add_argument(
@@ -56,12 +57,12 @@ def parse_args(argv=None):
         '--work-dir', help='defaults to work_dirs/demo_video/r3d18_<pool>')
     parser.add_argument(
         '--num-train-per-class',
-        type=int,
+        type=positive_int,
         help='number of generated training clips of each action (the '
         'generator\'s default: 100)')
     parser.add_argument(
         '--num-val-per-class',
-        type=int,
+        type=positive_int,
         help='number of generated validation clips of each action (the '
         'generator\'s default: 25)')
     parser.add_argument(
@@ -97,6 +98,9 @@ def main(argv=None):
             generator[name] = getattr(args, name)
     for split in ('train', 'val', 'test'):
         cfg[f'{split}_dataloader'].dataset.update(generator)
+    # made or checked now: a --data-root made otherwise is the user's
+    with user_errors(FileNotFoundError, ValueError):
+        DemoActionsDataset.generate_if_missing(cfg.train_dataloader.dataset)
 
     start = time.time()
     found = train_keeping_last_validation(cfg)

@@ -2,21 +2,27 @@
 checkpoint, and write the painted results (mmdet's DetInferencer).
 
     python tools/inference.py IMAGE_OR_FOLDER CONFIG CHECKPOINT \
-        [--out-dir outputs] [--score-thr 0.3] [--device cpu]
+        [--out-dir outputs] [--score-thr 0.3] [--device cpu] [--overwrite]
 
 Writes ``OUT_DIR/vis/<image name>`` (boxes, and masks for Mask R-CNN, with
 class names and scores) and ``OUT_DIR/preds/<image name>.json``. The
-checkpoint is read with the project's safe loading.
+checkpoint is read with the project's safe loading. Results already in
+``OUT_DIR/vis`` or ``OUT_DIR/preds`` are replaced only with ``--overwrite``.
 """
-import argparse
 import os.path as osp
 
+import cv2
+
 import mmsoftpool  # noqa: F401  SoftPool layers, backbones, safe loading
-from mmsoftpool.tools.launch import UserError, run_tool
+from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
+from mmsoftpool.tools.launch import (ToolParser, UserError, add_overwrite_arg,
+                                     checkpoint_source, device_arg,
+                                     load_config, output_path, positive_int,
+                                     run_tool)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ToolParser(description=__doc__.splitlines()[0])
     parser.add_argument('inputs', help='an image file or a folder of images')
     parser.add_argument('config', help='the detector config')
     parser.add_argument('checkpoint', help='its checkpoint (file or URL)')
@@ -24,18 +30,28 @@ def main():
                         help='where the painted images and predictions go')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='boxes below this score are not drawn')
-    parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1 ...')
-    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--device', type=device_arg, default='cpu',
+                        help='cpu, cuda, cuda:1 ...')
+    parser.add_argument('--batch-size', type=positive_int, default=1)
+    add_overwrite_arg(parser)
     args = parser.parse_args()
-    for path, what in ((args.inputs, 'inputs'), (args.config, 'config')):
-        if not osp.exists(path):
-            raise UserError(f'{what}: no such file or folder {path!r}')
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise UserError(f'checkpoint: no such file {args.checkpoint!r}')
+    if not 0 <= args.score_thr <= 1:  # scores are probabilities
+        parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
+    if not osp.exists(args.inputs):
+        raise UserError(f'inputs: no such file or folder {args.inputs!r}')
+    if osp.isfile(args.inputs) and not cv2.haveImageReader(args.inputs):
+        # mmcv reads images with OpenCV; it would fail deep in the inferencer
+        raise UserError(f'inputs: {args.inputs!r} is not an image OpenCV '
+                        'reads')
+    cfg = load_config(args.config, None, None, 'none')
+    checkpoint_source(args.checkpoint, 'checkpoint')
+    for results in ('vis', 'preds'):
+        output_path(osp.join(args.out_dir, results), '--out-dir',
+                    args.overwrite, folder=True)
 
     from mmdet.apis import DetInferencer
     inferencer = DetInferencer(
-        model=args.config, weights=args.checkpoint, device=args.device)
+        model=cfg, weights=args.checkpoint, device=args.device)
     results = inferencer(
         args.inputs,
         batch_size=args.batch_size,
@@ -52,4 +68,4 @@ def main():
 
 
 if __name__ == '__main__':
-    run_tool(main)
+    run_tool(main, CHECKPOINT_ERRORS)

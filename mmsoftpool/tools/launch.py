@@ -1,11 +1,15 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: loading the config
-and preparing the (distributed) environment before MMEngine's Runner is built.
+"""What the command-line tools share: their user errors (one line, exit
+code 2: :func:`run_tool`, :class:`ToolParser`, the argument checks, the
+``--overwrite`` rule of :func:`output_path`) and, for ``tools/train.py`` and
+``tools/test.py``, loading the config and preparing the (distributed)
+environment before MMEngine's Runner is built.
 
 The config's ``default_scope`` (``mmdet``, ``mmpretrain``) decides which
 library's registries the Runner uses; nothing here is specific to one.
 """
 import argparse
 import ast
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -54,6 +58,18 @@ def run_tool(main: Callable[[], None],
     sys.exit(2)
 
 
+@contextlib.contextmanager
+def user_errors(*types: Type[BaseException]):
+    """Exceptions of ``types`` raised inside become UserErrors with the
+    same message: for the calls that read what the user named (a
+    missing file, one that is not what the tool reads), whose errors say
+    what is wrong; around those calls only, so a bug keeps its traceback."""
+    try:
+        yield
+    except types as err:
+        raise UserError(str(err)) from None
+
+
 class ToolParser(argparse.ArgumentParser):
     """argparse's parser with its errors in one line, as :func:`run_tool`
     prints them (``prog: error: message``, exit code 2); the usage is in
@@ -91,12 +107,10 @@ def device_arg(text: str) -> str:
     except RuntimeError:
         raise argparse.ArgumentTypeError(
             f'{text!r} is not a device (cpu, cuda, cuda:1, ...)') from None
-    if device.type == 'cuda' and (device.index or 0) >= (
-            torch.cuda.device_count() if torch.cuda.is_available() else 0):
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == 'cuda' and (device.index or 0) >= count:
         raise argparse.ArgumentTypeError(
-            f'{text!r}: this machine has '
-            f'{torch.cuda.device_count() if torch.cuda.is_available() else 0}'
-            ' usable CUDA devices')
+            f'{text!r}: this machine has {count} usable CUDA devices')
     return text
 
 
@@ -111,9 +125,11 @@ def output_path(path, option: str, overwrite: bool, folder: bool = False):
     folder it fills), checked before any work: an existing one is replaced
     only with ``--overwrite``, so a repeated command does not silently
     destroy an earlier result. ``option`` names the argument in errors."""
-    parent = osp.dirname(osp.abspath(path))
-    if osp.exists(parent) and not osp.isdir(parent):
-        raise UserError(f'{option} {path}: {parent} is a file, not a folder')
+    ancestor = osp.dirname(osp.abspath(path))  # the tools make missing ones
+    while not osp.exists(ancestor):
+        ancestor = osp.dirname(ancestor)
+    if not osp.isdir(ancestor):
+        raise UserError(f'{option} {path}: {ancestor} is a file, not a folder')
     if osp.exists(path) and osp.isdir(path) != folder:
         raise UserError(f'{option} {path} is a {"file" if folder else "folder"}'
                         f', not a {"folder" if folder else "file"}')
@@ -128,9 +144,10 @@ def checkpoint_source(path: str, option: str) -> str:
     before the model is built. URLs (``https://``, ``torchvision://``,
     ``work_dir://``, ...) are left to mmsoftpool.checkpoint's loaders, whose
     errors (CHECKPOINT_ERRORS) the tools report with :func:`run_tool`."""
+    if '://' not in path and osp.isdir(path):
+        raise UserError(f'{option}: {path!r} is a folder, not a checkpoint')
     if '://' not in path and not osp.isfile(path):
-        what = 'is a folder' if osp.isdir(path) else 'no such file'
-        raise UserError(f'{option}: {what} {path!r}')
+        raise UserError(f'{option}: no such file {path!r}')
     return path
 
 
@@ -178,6 +195,8 @@ def load_config(config: str, cfg_options: Optional[dict],
                 work_dir: Optional[str], launcher: str) -> Config:
     """Read ``config``, apply ``--cfg-options``, ``--work-dir`` and
     ``--launcher`` as MMDetection's tools do."""
+    if osp.isdir(config):
+        raise UserError(f'config {config!r} is a folder, not a config file')
     if not osp.isfile(config):
         raise UserError(f'config file {config!r} does not exist')
     try:
@@ -187,10 +206,16 @@ def load_config(config: str, cfg_options: Optional[dict],
                         f'syntax error in {config!r} or its bases: {err}')
     except FileNotFoundError as err:  # a _base_ file
         raise UserError(f'{config!r}: {err}')
+    except Exception as err:  # the file runs as Python: NameError, ImportError
+        # of custom_imports, an unsupported suffix, a YAML error, ...
+        raise UserError(f'{config!r}: {type(err).__name__}: '
+                        f'{" ".join(str(err).split())}') from None
     check_launcher(launcher)
     cfg.launcher = launcher
+    _cfg_options.clear()  # those of this run only (tests run tools in-process)
     if cfg_options is not None:
-        _retyped_options.update(_retyped(cfg, cfg_options))
+        _cfg_options.update({key: (_config_value(cfg, key), value)
+                             for key, value in cfg_options.items()})
         cfg.merge_from_dict(cfg_options)
     # work_dir: command line, then the config, then the config's file name.
     if work_dir is not None:
@@ -198,18 +223,18 @@ def load_config(config: str, cfg_options: Optional[dict],
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
-    if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
-        option = '--work-dir' if work_dir is not None else 'work_dir'
-        raise UserError(f'{option} {cfg.work_dir} is a file, not a folder')
+    # a folder (or one to make); runs add to it, so no --overwrite
+    output_path(cfg.work_dir, '--work-dir' if work_dir else 'work_dir',
+                overwrite=True, folder=True)
     return cfg
 
 
-# The --cfg-options that put a string or a float where the config held a
-# number (KEY: (what the config held, the new value)). MMEngine keeps
-# 'abc' in train_cfg.max_epochs=abc as a string; what fails on it is deep in
-# the Runner (int('abc') in a loop's constructor), so run_tool blames the
-# option when the failure shows its value (_blame_cfg_option).
-_retyped_options = {}
+# The --cfg-options of this run: KEY -> (what the config held there, the
+# new value). MMEngine takes a value as it reads (train_cfg.max_epochs=abc
+# stays the string 'abc'); what fails on it is deep in the Runner (int('abc')
+# in a loop's constructor), so run_tool blames the option when the failure
+# shows it was the cause (_blame_cfg_option).
+_cfg_options = {}
 
 
 def _config_value(cfg, key: str):
@@ -224,30 +249,42 @@ def _config_value(cfg, key: str):
     return value
 
 
-def _retyped(cfg, cfg_options: dict) -> dict:
-    retyped = {}
-    for key, new in cfg_options.items():
-        old = _config_value(cfg, key)
-        if type(old) in (int, float, bool) and (
-                isinstance(new, str) or type(old) is int and type(new) is float):
-            retyped[key] = (old, new)
-    return retyped
+def _retyped(old, new) -> bool:
+    """A string or a float where the config held a number."""
+    return type(old) in (int, float, bool) and (
+        isinstance(new, str) or type(old) is int and type(new) is float)
 
 
 def _blame_cfg_option(err: BaseException) -> Optional[str]:
-    """The one-line error for a failure caused by a --cfg-options value of
-    another type than the config held: the failure's message shows the
-    value, or (a TypeError) says a str was given where a number was due."""
+    """The one-line error for a failure a --cfg-options value caused: the
+    message names the option with the value (``batch_size=0``); or, for a
+    value of another type than the config held, the code that failed held
+    it (a local variable of a frame of the traceback: ``batch_size='abc'``
+    in DataLoader), or the message shows it (``int('abc')``), or, a
+    TypeError, says a str was given where a number was due (``1 % 'abc'``).
+    None where it is none of them: a bug, kept with its traceback."""
     text = ' '.join(str(err).split())
-    for key, (old, new) in _retyped_options.items():
-        shown = repr(new) in text or (not isinstance(new, str)
-                                      and str(new) in text)
-        if shown or isinstance(err, TypeError) and isinstance(new, str) \
-                and "'str'" in text:
-            return (f'--cfg-options {key}={new}: the config holds '
-                    f'{type(old).__name__} {old!r} there, and the run failed '
-                    f'on the new value: {type(err).__name__}: {text}')
+    for key, (old, new) in _cfg_options.items():
+        retyped = _retyped(old, new)
+        if f'{key.split(".")[-1]}={new}' in text or retyped and (
+                repr(new) in text or _in_frames(err.__traceback__, new) or
+                isinstance(err, TypeError) and isinstance(new, str)
+                and "'str'" in text):
+            cause = f'{type(err).__name__}: {text}'
+            if retyped:
+                cause = (f'the config has {type(old).__name__} {old!r} there '
+                         f'({cause})')
+            return f'--cfg-options {key}={new}: {cause}'
     return None
+
+
+def _in_frames(tb, value) -> bool:
+    while tb is not None:
+        if any(type(v) is type(value) and v == value
+               for v in tb.tb_frame.f_locals.values()):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 # What each launcher reads from the environment (MMEngine's init_dist, which
@@ -318,10 +355,8 @@ def add_check_images_arg(parser: argparse.ArgumentParser) -> None:
 def check_data(cfg: Config, splits, images: str = 'header') -> None:
     """The data pre-flight check (mmsoftpool.tools.data_checks): a missing or
     broken file is a user error, what mmdet will drop a warning."""
-    try:
+    with user_errors(FileNotFoundError, ValueError):
         check_data_config(cfg, splits, images=images)
-    except (FileNotFoundError, ValueError) as err:
-        raise UserError(str(err)) from None
 
 
 def setup_distributed(cfg: Config) -> None:

@@ -5,6 +5,7 @@ The config's ``default_scope`` (mmdet or mmpretrain) decides the library.
 """
 import logging
 
+from mmengine.device import get_device
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -51,6 +52,9 @@ def main():
                       args.launcher)
 
     if args.amp:
+        if get_device() in ('cpu', 'mps'):  # what AmpOptimWrapper asserts
+            raise UserError('--amp: mixed precision needs a CUDA, NPU, MLU '
+                            'or MUSA device, and this machine has none')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
 

@@ -6,7 +6,6 @@ Writes that many random 640x480 JPEG files (COCO's typical size) to a
 temporary folder, then runs the default check and ``--check-images full``
 twice each (the second full run reads the cache of decoded images).
 """
-import argparse
 import os
 import tempfile
 import time
@@ -15,11 +14,12 @@ import numpy as np
 from PIL import Image
 
 from mmsoftpool.tools.data_checks import check_images
+from mmsoftpool.tools.launch import ToolParser, positive_int, run_tool
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--images', type=int, default=1000)
+    parser = ToolParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--images', type=positive_int, default=1000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         os.environ['XDG_CACHE_HOME'] = os.path.join(folder, 'cache')
@@ -40,4 +40,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -39,6 +39,9 @@ import torch
 import torch.nn.functional as F
 
 from mmsoftpool.ops import soft_pool2d, soft_pool3d
+from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg, device_arg,
+                                     int_at_least, output_path, positive_int,
+                                     run_tool)
 
 
 def pytorch_formula(avg_pool):
@@ -146,8 +149,7 @@ def benchmark(args, measure):
         x = torch.randn(args.shape, device=device, dtype=dtype).contiguous(
             memory_format=fmt)
         buffer = torch.empty_like(x)
-        for case in args.cases:
-            k, s, p = (int(v) for v in case.split(','))
+        for k, s, p in args.cases:
             floors = dict(
                 t_exp_ms=timed(lambda: torch.exp(x, out=buffer), device, args.warmup,
                                args.repeats),
@@ -212,29 +214,54 @@ def print_table(rows, header):
         print('| ' + ' | '.join(cells) + ' |')
 
 
+def pool_case(text):
+    """argparse ``type=`` of --cases: 'kernel,stride,padding'."""
+    try:
+        k, s, p = (int(v) for v in text.split(','))
+    except ValueError:
+        k = None
+    # torch's pools: padding at most half the kernel
+    if k is None or k < 1 or s < 1 or not 0 <= p <= k // 2:
+        raise argparse.ArgumentTypeError(
+            f'expected kernel,stride,padding with kernel, stride >= 1 and '
+            f'0 <= padding <= kernel / 2, got {text!r}')
+    return k, s, p
+
+
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--device', default='cpu')
+    parser = ToolParser(description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', type=device_arg, default='cpu')
     parser.add_argument('--dtype', default='float32',
                         choices=['float32', 'float64', 'float16', 'bfloat16'])
-    parser.add_argument('--shape', type=int, nargs='+', default=[16, 64, 112, 112],
+    parser.add_argument('--shape', type=positive_int, nargs='+',
+                        default=[16, 64, 112, 112],
                         help='N C H W (2-D) or N C D H W (3-D)')
-    parser.add_argument('--cases', nargs='+', default=['2,2,0', '3,2,1'],
+    parser.add_argument('--cases', type=pool_case, nargs='+',
+                        default=[(2, 2, 0), (3, 2, 1)],
                         help='kernel,stride,padding triples')
     parser.add_argument('--memory-format', nargs='+', default=['contiguous'],
                         choices=['contiguous', 'channels_last'])
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=20)
-    parser.add_argument('--threads', type=int, help='torch.set_num_threads (CPU)')
+    parser.add_argument('--warmup', type=int_at_least(0), default=3)
+    parser.add_argument('--repeats', type=positive_int, default=20)
+    parser.add_argument('--threads', type=positive_int,
+                        help='torch.set_num_threads (CPU)')
     parser.add_argument('--heap', choices=['default', 'warm'], default='default',
                         help='glibc heap for the timings: as users run it (default), or '
                         'warm, keeping freed memory so that no call pays page faults (CPU)')
     parser.add_argument('--json', help='also write the rows to this JSON file')
+    add_overwrite_arg(parser)
     parser.add_argument('--memory-pass', help=argparse.SUPPRESS)  # internal: see measure_memory
     args = parser.parse_args()
     if len(args.shape) not in (4, 5):
         parser.error(f'--shape takes 4 (N C H W) or 5 (N C D H W) sizes, got {args.shape}')
+    spatial = args.shape[2:]
+    for k, s, p in args.cases:
+        if any(size + 2 * p < k for size in spatial):
+            parser.error(f'--cases {k},{s},{p}: the kernel does not fit in the '
+                         f'padded input of --shape {" ".join(map(str, args.shape))}')
+    if args.json and not args.memory_pass:
+        output_path(args.json, '--json', args.overwrite)
     return args
 
 
@@ -298,4 +325,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

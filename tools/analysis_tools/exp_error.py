@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 import mmsoftpool.ops  # noqa: F401  (loads the operator library)
+from mmsoftpool.tools.launch import ToolParser, run_tool
 
 CHUNK = 1 << 24
 
@@ -35,10 +36,12 @@ def sweep(name, function, exact_function, start, end):
 
 
 def main():
+    # no options; a stray argument is refused, not ignored (the sweep is long)
+    ToolParser(description=__doc__).parse_args()
     sweep('exp_nonpositive on [-104, 0]', torch.ops.mmsoftpool._exp_nonpositive, np.exp, -0.0,
           -104.0)
     sweep('log_normaliser on [1, 32]', torch.ops.mmsoftpool._log_normaliser, np.log, 1.0, 32.0)
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

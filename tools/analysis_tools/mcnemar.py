@@ -27,10 +27,12 @@ Examples::
     # the counts of a published table, e.g. the paper's Table S1, ResNet-18
     python tools/analysis_tools/mcnemar.py --table 31838 3795 3011 11356
 
+``--out FILE`` also writes the result as JSON; an existing FILE is replaced
+only with ``--overwrite``.
+
 Prediction files are read with a restricted unpickler (tensors, containers and
 numpy values only), so a file from elsewhere cannot run code.
 """
-import argparse
 import json
 import os.path as osp
 from typing import Dict, Sequence, Tuple
@@ -39,6 +41,9 @@ import numpy as np
 from statsmodels.stats.contingency_tables import mcnemar
 
 from mmsoftpool.checkpoint import load_pickle
+from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg,
+                                     int_at_least, output_path, run_tool,
+                                     user_errors)
 
 # How the images of the two files are paired: by path when both files have
 # it (it survives a different order or sampler), else by dataset index.
@@ -168,7 +173,7 @@ def format_report(result: dict, names: Sequence[str]) -> str:
 
 
 def parse_args(args=None):
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         description='McNemar\'s test between two classifiers\' predictions '
         'on the same images (SoftPool paper, Table 4).')
     parser.add_argument(
@@ -179,7 +184,7 @@ def parse_args(args=None):
     parser.add_argument(
         '--table',
         nargs=4,
-        type=int,
+        type=int_at_least(0),
         metavar=('A', 'B', 'C', 'D'),
         help='test a published 2x2 table instead, row by row: first correct '
         '& second correct, first correct & second incorrect, first '
@@ -192,6 +197,7 @@ def parse_args(args=None):
         help='names of the two classifiers in the report')
     parser.add_argument(
         '--out', help='also write the table and the statistics to this JSON')
+    add_overwrite_arg(parser)
     args = parser.parse_args(args)
     if (args.table is None) == (len(args.pred_files) != 2):
         parser.error('give either two prediction files or --table A B C D, '
@@ -202,20 +208,24 @@ def parse_args(args=None):
 
 def main(args=None):
     args = parse_args(args)
-    if args.table is not None:
-        table = np.array(args.table, dtype=np.int64).reshape(2, 2)
-        paired_by = None
-    else:
-        key_first, first = read_predictions(args.pred_files[0])
-        key_second, second = read_predictions(args.pred_files[1])
-        if key_first != key_second:
-            raise ValueError(
-                f'{args.pred_files[0]!r} pairs images by {key_first}, '
-                f'{args.pred_files[1]!r} by {key_second}: not written by the '
-                'same kind of config')
-        table = contingency_table(first, second, args.names)
-        paired_by = key_first
-    result = mcnemar_test(table)
+    if args.out:
+        output_path(args.out, '--out', args.overwrite)
+    # The ValueErrors below are the checks of the user's files and table.
+    with user_errors(FileNotFoundError, ValueError):
+        if args.table is not None:
+            table = np.array(args.table, dtype=np.int64).reshape(2, 2)
+            paired_by = None
+        else:
+            key_first, first = read_predictions(args.pred_files[0])
+            key_second, second = read_predictions(args.pred_files[1])
+            if key_first != key_second:
+                raise ValueError(
+                    f'{args.pred_files[0]!r} pairs images by {key_first}, '
+                    f'{args.pred_files[1]!r} by {key_second}: not written by '
+                    'the same kind of config')
+            table = contingency_table(first, second, args.names)
+            paired_by = key_first
+        result = mcnemar_test(table)
     print(format_report(result, args.names))
     if args.out:
         with open(args.out, 'w') as f:
@@ -231,4 +241,4 @@ def main(args=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

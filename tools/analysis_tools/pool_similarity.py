@@ -9,6 +9,8 @@ Example::
 
     python tools/analysis_tools/pool_similarity.py                # scikit-image photographs
     python tools/analysis_tools/pool_similarity.py --img-dir data/DIV2K_valid_HR
+
+Results already in ``--out-dir`` are replaced only with ``--overwrite``.
 """
 import argparse
 import csv
@@ -27,6 +29,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from mmsoftpool.tools.analysis import (METHODS, SAMPLE_IMAGES, find_images,
                                        image_to_tensor, load_image,
                                        method_label, pool_at_scale)
+from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg,
+                                     output_path, run_tool, user_errors)
 
 PROTOCOL = """\
 comparison protocol (the same for every method):
@@ -55,7 +59,7 @@ SSIM_WINDOW = 11  # the Gaussian window of sigma 1.5 that skimage uses
 
 
 def parse_args(args=None):
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         description='SSIM and PSNR between images and their pooled versions '
         'for several pooling methods (SoftPool paper, Tables 1 and 3).',
         epilog=PROTOCOL,
@@ -97,6 +101,7 @@ def parse_args(args=None):
         '--out-dir',
         default='work_dirs/pool_similarity',
         help='where pool_similarity.csv and pool_similarity.json go')
+    add_overwrite_arg(parser)
     args = parser.parse_args(args)
     if any(k < 2 for k in args.kernels):
         parser.error(f'--kernels must be >= 2 (1 does not downsample), got '
@@ -138,18 +143,25 @@ def pool_and_restore(image: torch.Tensor, method: str, kernel: int,
         pooled, size=size, mode=upsample, align_corners=False)
 
 
-def evaluate_image(image: np.ndarray, name: str, methods: Sequence[str],
-                   kernels: Sequence[int], upsample: str, scale: float,
-                   power: float, seed: int) -> List[Dict]:
-    """One row (image, method, kernel, ssim, psnr) per method and kernel."""
-    tensor = image_to_tensor(image)
-    rows = []
+def check_image_size(image: np.ndarray, name: str,
+                     kernels: Sequence[int]) -> None:
+    """At every kernel the compared area must hold the SSIM window."""
     for kernel in kernels:
         if min(image.shape[:2]) // kernel * kernel < SSIM_WINDOW:
             raise ValueError(
                 f'image {name!r} of size {image.shape[:2]} is too small: '
                 f'with kernel {kernel} the compared area must be at least '
                 f'{SSIM_WINDOW}x{SSIM_WINDOW} (the SSIM window)')
+
+
+def evaluate_image(image: np.ndarray, name: str, methods: Sequence[str],
+                   kernels: Sequence[int], upsample: str, scale: float,
+                   power: float, seed: int) -> List[Dict]:
+    """One row (image, method, kernel, ssim, psnr) per method and kernel."""
+    tensor = image_to_tensor(image)
+    check_image_size(image, name, kernels)
+    rows = []
+    for kernel in kernels:
         for method in methods:
             restored = pool_and_restore(tensor, method, kernel, upsample,
                                         scale, power, seed)
@@ -215,12 +227,21 @@ def format_table(means: Sequence[Dict], power: float, seed: int) -> str:
 
 def main(args=None):
     args = parse_args(args)
+    out_dir = Path(args.out_dir)
+    for name in ('pool_similarity.csv', 'pool_similarity.json'):
+        output_path(out_dir / name, '--out-dir', args.overwrite)
     if args.img_dir:
-        sources = find_images(args.img_dir)
+        with user_errors(FileNotFoundError, NotADirectoryError):
+            sources = find_images(args.img_dir)
         names = [path.name for path in sources]
     else:
         sources = args.images or list(SAMPLE_IMAGES)
         names = [str(source) for source in sources]
+    # Each image checked before the work starts, not when its turn comes (an
+    # image is read twice: cheap beside pooling and SSIM at three scales).
+    with user_errors(FileNotFoundError, ValueError):
+        for source, name in zip(sources, names):
+            check_image_size(load_image(source), name, args.kernels)
     print(f'{len(sources)} images, methods {", ".join(args.methods)}, '
           f'kernels {args.kernels}', file=sys.stderr)
 
@@ -239,7 +260,6 @@ def main(args=None):
               'upsampled copies; leave them out', file=sys.stderr)
     means = mean_table(rows)
 
-    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / 'pool_similarity.csv', 'w', newline='') as f:
         writer = csv.DictWriter(
@@ -271,4 +291,4 @@ def main(args=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

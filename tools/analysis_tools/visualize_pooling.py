@@ -16,6 +16,8 @@ Examples::
     python tools/analysis_tools/visualize_pooling.py photo.jpg --kernel 2 --zoom 100 40 64 64
     python tools/analysis_tools/visualize_pooling.py coffee --kernel 2 4 4 --frames 8
     python tools/analysis_tools/visualize_pooling.py frames/ --kernel 2 2 2
+
+An existing ``--out`` file is replaced only with ``--overwrite``.
 """
 import argparse
 import math
@@ -32,12 +34,15 @@ from matplotlib.patches import Rectangle
 from mmsoftpool.tools.analysis import (METHODS, SAMPLE_IMAGES, find_images,
                                        image_to_tensor, load_image,
                                        method_label, pool_at_scale)
+from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg,
+                                     int_at_least, output_path, positive_int,
+                                     run_tool, user_errors)
 
 DPI = 100
 
 
 def parse_args(args=None):
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         description='Draw an image (or clip) and its max-, average- and '
         'SoftPool-pooled versions in one PNG.',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -74,12 +79,12 @@ def parse_args(args=None):
         'average pooling differ most)')
     parser.add_argument(
         '--frames',
-        type=int,
+        type=positive_int,
         default=8,
         help='3-D: number of frames (the first ones of a folder)')
     parser.add_argument(
         '--pan',
-        type=int,
+        type=int_at_least(0),
         default=16,
         help='3-D clip from a photograph: pixels the view moves per frame')
     parser.add_argument(
@@ -101,6 +106,7 @@ def parse_args(args=None):
         '--out',
         help='PNG file to write (default: work_dirs/visualize_pooling/'
         '<img>_k<kernel>.png)')
+    add_overwrite_arg(parser)
     args = parser.parse_args(args)
     if len(args.kernel) not in (1, 2, 3):
         parser.error('--kernel takes 1 or 2 values (2-D) or 3 values (3-D), '
@@ -113,6 +119,8 @@ def parse_args(args=None):
                      f'--kernel {args.kernel} --stride {args.stride}')
     if not (math.isfinite(args.scale) and args.scale > 0):
         parser.error(f'--scale must be positive and finite, got {args.scale}')
+    if not (math.isfinite(args.power) and args.power >= 1):
+        parser.error(f'--power must be finite and >= 1, got {args.power}')
     if args.panel_size < 32:
         parser.error(f'--panel-size must be at least 32, got '
                      f'{args.panel_size}')
@@ -122,10 +130,25 @@ def parse_args(args=None):
                      '--kernel KT KH KW')
     if args.zoom is not None and is_3d:
         parser.error('--zoom is for 2-D pooling only')
-    if is_3d and (args.frames < args.kernel[0] or args.pan < 0):
+    if is_3d and args.frames < args.kernel[0]:
         parser.error(f'--frames ({args.frames}) must be at least the temporal '
-                     f'kernel ({args.kernel[0]}) and --pan ({args.pan}) >= 0')
+                     f'kernel ({args.kernel[0]})')
     return args
+
+
+def check_geometry(kernel, zoom, shape) -> None:
+    """The kernel fits the (T,) H, W of the input, the zoom lies inside."""
+    height, width = shape[-2:]
+    if kernel[-2] > height or kernel[-1] > width:
+        raise ValueError(f'--kernel {" ".join(map(str, kernel))} does not fit '
+                         f'in the {width}x{height} input')
+    if zoom is None:
+        return
+    zx, zy, zw, zh = zoom
+    if zw < 1 or zh < 1 or zx < 0 or zy < 0 or zx + zw > width or \
+            zy + zh > height:
+        raise ValueError(f'--zoom {zx} {zy} {zw} {zh} must be a non-empty '
+                         f'region inside the {width}x{height} image')
 
 
 def pooled_extent(kernel: Sequence[int], stride: Sequence[int],
@@ -203,10 +226,6 @@ def figure_2d(image: np.ndarray, kernel, stride, zoom, args) -> Figure:
     if zoom is None:
         zoom = auto_zoom(x, kernel, stride)
     zx, zy, zw, zh = zoom
-    if zw < 1 or zh < 1 or zx < 0 or zy < 0 or zx + zw > width or \
-            zy + zh > height:
-        raise ValueError(f'--zoom {zx} {zy} {zw} {zh} must be a non-empty '
-                         f'region inside the {width}x{height} image')
     pooled = pool_all(x, args.methods, kernel, stride, args)
     panels = [('Original', image, (0, width, height, 0))]
     for method, out in pooled.items():
@@ -299,16 +318,21 @@ def main(args=None):
     kernel = tuple(args.kernel * (2 if len(args.kernel) == 1 else 1))
     stride = tuple(args.stride * (2 if len(args.stride) == 1 else 1)
                    ) if args.stride else kernel
-    if len(kernel) == 2:
-        fig = figure_2d(load_image(args.img), kernel, stride, args.zoom, args)
-    else:
-        clip = load_clip(args.img, args.frames, args.pan)
-        # (T, H, W, C) -> (1, C, T, H, W): each channel an activation map
-        fig = figure_3d(
-            torch.from_numpy(clip).permute(3, 0, 1, 2).unsqueeze(0), kernel,
-            stride, args)
     out = Path(args.out or 'work_dirs/visualize_pooling/'
                f'{Path(args.img).stem}_k{"x".join(map(str, kernel))}.png')
+    output_path(out, '--out', args.overwrite)
+    # what the user named: missing, not an image, too small for the kernel
+    with user_errors(FileNotFoundError, ValueError):
+        data = load_image(args.img) if len(kernel) == 2 else load_clip(
+            args.img, args.frames, args.pan)
+        check_geometry(kernel, args.zoom, data.shape[:-1])
+    if len(kernel) == 2:
+        fig = figure_2d(data, kernel, stride, args.zoom, args)
+    else:
+        # (T, H, W, C) -> (1, C, T, H, W): each channel an activation map
+        fig = figure_3d(
+            torch.from_numpy(data).permute(3, 0, 1, 2).unsqueeze(0), kernel,
+            stride, args)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI)
     print(f'wrote {out}')
@@ -316,4 +340,4 @@ def main(args=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -1,7 +1,8 @@
 """Export a SoftPool model to ONNX or to a torch.export program, and check it.
 
     python tools/deployment/export.py CONFIG CHECKPOINT --format onnx \
-        --shape 1 3 512 512 [--dynamic] [--out FILE] [--benchmark 20]
+        --shape 1 3 512 512 [--dynamic] [--out FILE] [--overwrite] \
+        [--benchmark 20]
 
 What is exported is the network's tensor graph, from the preprocessed image
 (normalised, padded, (N, 3, H, W)) to its raw outputs, as MMDeploy exports it
@@ -20,7 +21,6 @@ The exported model is then run on a random input beside PyTorch eager and the
 largest difference printed; ``--format onnx`` also passes ``onnx.checker`` and
 runs in ONNX Runtime (CPU). ``--benchmark N`` times both (median of N).
 """
-import argparse
 import os.path as osp
 import statistics
 import time
@@ -29,7 +29,11 @@ import torch
 from torch import nn
 
 import mmsoftpool
-from mmsoftpool.tools.launch import CfgOptions, UserError, load_config, run_tool
+from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
+from mmsoftpool.tools.launch import (CfgOptions, ToolParser, UserError,
+                                     add_overwrite_arg, checkpoint_source,
+                                     int_at_least, load_config, output_path,
+                                     positive_int, run_tool)
 
 
 class TensorOutputs(nn.Module):
@@ -155,30 +159,42 @@ def median_ms(fn, repeats):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ToolParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint', help='file or URL, read with safe loading')
     parser.add_argument('--format', choices=('onnx', 'pt2'), default='onnx')
-    parser.add_argument('--shape', type=int, nargs=4, default=[1, 3, 512, 512],
+    parser.add_argument('--shape', type=positive_int, nargs=4,
+                        default=[1, 3, 512, 512],
                         metavar=('N', 'C', 'H', 'W'), help='the example input')
     parser.add_argument('--dynamic', action='store_true',
                         help='batch, height and width dynamic in the export')
     parser.add_argument('--out', help='default: the config name + .onnx / .pt2')
+    add_overwrite_arg(parser)
     parser.add_argument('--tolerance', type=float, default=1e-4,
                         help='largest difference allowed, relative to the '
                         'largest output magnitude')
-    parser.add_argument('--benchmark', type=int, default=0, metavar='N',
+    parser.add_argument('--benchmark', type=int_at_least(0), default=0,
+                        metavar='N',
                         help='also time the exported model and PyTorch eager')
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptions)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not args.tolerance > 0:
+        parser.error(f'--tolerance must be positive, got {args.tolerance}')
+    return args
 
 
 def main():
     args = parse_args()
-    if min(args.shape) < 1:
-        raise UserError(f'--shape must be positive, got --shape {args.shape}')
     cfg = load_config(args.config, args.cfg_options, None, 'none')
-    out = args.out or osp.splitext(osp.basename(args.config))[0] + f'.{args.format}'
+    channels = cfg.model.get('backbone', {}).get('in_channels', 3)
+    if args.shape[1] != channels:  # torch would fail deep in the export
+        raise UserError(f'--shape {" ".join(map(str, args.shape))}: the model '
+                        f'takes {channels} channels (C), as its '
+                        'model.backbone.in_channels says')
+    checkpoint_source(args.checkpoint, 'checkpoint')
+    out = output_path(
+        args.out or osp.splitext(osp.basename(args.config))[0] + f'.{args.format}',
+        '--out', args.overwrite)
     model, kind = build(cfg, args.checkpoint)
     wrapper = TensorOutputs(model, kind).eval()
     image = torch.randn(*args.shape)
@@ -200,4 +216,4 @@ def main():
 
 
 if __name__ == '__main__':
-    run_tool(main)
+    run_tool(main, CHECKPOINT_ERRORS)

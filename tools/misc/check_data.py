@@ -8,15 +8,14 @@ files (exit code 2) and, as warnings, the annotations mmdet's CocoDataset
 will drop or take as they are, images its filter_cfg leaves out, and sizes
 that disagree with the annotation file. See docs/checkpoints.md.
 """
-import argparse
-
 import mmsoftpool  # noqa: F401  registers the project's types
-from mmsoftpool.tools.launch import (CfgOptions, add_check_images_arg,
-                                      check_data, load_config, run_tool)
+from mmsoftpool.tools.launch import (CfgOptions, ToolParser,
+                                      add_check_images_arg, check_data,
+                                      load_config, run_tool)
 
 
 def main():
-    parser = argparse.ArgumentParser(description='Check the data of a config')
+    parser = ToolParser(description='Check the data of a config')
     parser.add_argument('config', help='config file path')
     parser.add_argument(
         '--splits', nargs='+', default=['train', 'val', 'test'],

@@ -1,6 +1,6 @@
 """Convert a trusted checkpoint that safe loading refuses into one it reads.
 
-    python tools/misc/convert_checkpoint.py IN OUT --trust
+    python tools/misc/convert_checkpoint.py IN OUT --trust [--overwrite]
 
 Safe loading (``weights_only=True``, mmsoftpool/checkpoint.py) refuses a
 checkpoint that holds objects other than tensors, plain containers, numpy
@@ -17,12 +17,11 @@ what safe loading reads and converts the rest, listing every conversion:
 - any other object becomes its ``repr`` string.
 
 The converted data is read back with safe loading before OUT is written
-(atomically: a temporary file beside it, fsync, rename).
+(atomically: a temporary file beside it, fsync, rename); an existing OUT is
+replaced only with ``--overwrite``.
 """
-import argparse
 import io
 import os.path as osp
-import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -32,6 +31,8 @@ from mmengine.logging import HistoryBuffer
 from mmsoftpool.checkpoint import is_plain_dtype
 from mmsoftpool.checkpoint import load as safe_load
 from mmsoftpool.engine import write_atomically
+from mmsoftpool.tools.launch import (ToolParser, UserError, add_overwrite_arg,
+                                     output_path, run_tool)
 
 # Kept as they are (exact types; tensors and parameters of any kind).
 PLAIN_VALUES = (type(None), bool, int, float, complex, str, bytes,
@@ -83,7 +84,7 @@ def save_and_check(checkpoint, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         description='Convert a trusted checkpoint into one that safe loading '
         '(weights_only=True) reads.')
     parser.add_argument('input', help='the checkpoint to convert')
@@ -92,20 +93,27 @@ def main(argv=None):
         '--trust', action='store_true',
         help='load INPUT with weights_only=False, which runs any code it '
         'holds: pass it only for a file whose origin you trust')
+    add_overwrite_arg(parser)
     args = parser.parse_args(argv)
     if not args.trust:
-        parser.exit(2, 'convert_checkpoint.py: error: loading a checkpoint '
-                    'that safe loading refuses runs the code it may hold; '
-                    'pass --trust if you trust where '
-                    f'{args.input!r} comes from\n')
+        parser.error('loading a checkpoint that safe loading refuses runs the '
+                     'code it may hold; pass --trust if you trust where '
+                     f'{args.input!r} comes from')
     if not osp.isfile(args.input):
-        parser.exit(2, f'convert_checkpoint.py: error: {args.input!r} does '
-                    'not exist\n')
+        what = 'is a folder' if osp.isdir(args.input) else 'no such file'
+        parser.error(f'input: {what} {args.input!r}')
     if osp.abspath(args.input) == osp.abspath(args.output):
-        parser.exit(2, 'convert_checkpoint.py: error: write the converted '
-                    'file under another name, so the original is kept\n')
-    checkpoint = torch.load(
-        args.input, map_location='cpu', weights_only=False)
+        parser.error(f'output {args.output!r} is the input: write the '
+                     'converted file under another name, so the original is '
+                     'kept')
+    output_path(args.output, 'output', args.overwrite)
+    try:
+        checkpoint = torch.load(
+            args.input, map_location='cpu', weights_only=False)
+    except Exception as err:  # a damaged file fails in many ways in torch
+        raise UserError(f'input {args.input!r}: torch.load cannot read it '
+                        f'({type(err).__name__}: '
+                        f'{" ".join(str(err).split())})') from None
     report = []
     converted = convert(checkpoint, 'checkpoint', report)
     save_and_check(converted, args.output)
@@ -116,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

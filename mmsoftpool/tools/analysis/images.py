@@ -28,7 +28,11 @@ def load_image(source: Union[str, Path]) -> np.ndarray:
     """
     path = Path(source)
     if path.is_file():
-        image = skimage.io.imread(path)
+        try:
+            image = skimage.io.imread(path)
+        except Exception as err:  # each format's reader fails its own way
+            raise ValueError(f'image {str(source)!r} cannot be read '
+                             f'({type(err).__name__}: {err})') from None
     elif str(source) in SAMPLE_IMAGES:
         image = getattr(skimage.data, str(source))()
     else:
