@@ -21,6 +21,7 @@ from test_soft_pool import CASES, MAX_POOL, channels_last, relaid, strided_along
 forward_op = torch.ops.mmsoftpool._cuda_path_forward
 backward_op = torch.ops.mmsoftpool._cuda_path_backward
 grid_op = torch.ops.mmsoftpool._cuda_path_grid
+numbering_op = torch.ops.mmsoftpool._cuda_path_numbering
 
 # The CPU kernels' tolerances (tests/test_soft_pool.py): float64 and float32
 # against the oracle; float16 and bfloat16 within a rounding of the output,
@@ -246,6 +247,25 @@ def test_cuda_path_refuses_bad_input_as_the_kernels_do():
                     False)
 
 
+@pytest.mark.parametrize('shape', [(2, 3, 7), (2, 3, 4, 5), (2, 3, 4, 5, 6), (1, 1, 1, 1)])
+def test_cuda_path_numbers_elements_in_memory_order(shape):
+    """Strided5d::position, which no output shows (any one-to-one numbering
+    gives the same results): index i of a dense tensor, contiguous or
+    channels_last, is the element at offset i, so neighbouring GPU threads
+    touch neighbouring addresses; other strides are numbered in their
+    layout's order (W fastest, or C fastest for channels_last)."""
+    x = torch.randn(shape)
+    for name, xl in input_layouts(x):
+        sizes = xl.shape
+        offsets = sum(torch.arange(n).view((-1, ) + (1, ) * (len(sizes) - 1 - d)) * s
+                      for d, (n, s) in enumerate(zip(sizes, xl.stride())))
+        if suggest_memory_format(xl) != torch.contiguous_format:  # C fastest
+            offsets = offsets.movedim(1, -1)
+        assert numbering_op(xl).tolist() == offsets.flatten().tolist(), name
+        if name in ('contiguous', 'channels_last'):
+            assert numbering_op(xl).tolist() == list(range(xl.numel())), name
+
+
 # The grid: 256 threads a block, at most 32 blocks a multiprocessor.
 THREADS, BLOCKS_PER_SM = 256, 32
 H100_SMS = 132
@@ -319,10 +339,13 @@ def test_cuda_path_gpu_matches_cpu_executor(dim, shape, kernel, stride, padding,
             values = xs.to(dtype)
             ref_y = soft_pool_reference(values, kernel, stride, padding, ceil_mode)
             grad_tol = 4 * tol if dtype in REDUCED else tol
-            for name, xl in input_layouts(values):
+            # The layouts made on each device (a copy to the GPU would make them dense).
+            for (name, xl), (_, gpu_xl) in zip(input_layouts(values),
+                                                input_layouts(values.cuda())):
                 msg = f'{name} {dtype} special={special}'
+                assert gpu_xl.stride() == xl.stride(), msg
                 y, log_norm = forward_op(xl, *args)
-                gpu_y, gpu_log_norm = torch.ops.mmsoftpool.soft_pool_forward(xl.cuda(), *args)
+                gpu_y, gpu_log_norm = torch.ops.mmsoftpool.soft_pool_forward(gpu_xl, *args)
                 assert gpu_y.stride() == y.stride(), msg
                 torch.testing.assert_close(gpu_y.cpu(), y, rtol=tol, atol=tol, equal_nan=True,
                                            msg=msg)
@@ -333,7 +356,7 @@ def test_cuda_path_gpu_matches_cpu_executor(dim, shape, kernel, stride, padding,
                                                atol=tol, equal_nan=True, msg=msg)
                 grad = torch.randn(y.shape, generator=gen).to(dtype)
                 dx = backward_op(grad, xl, log_norm, *args)
-                gpu_dx = torch.ops.mmsoftpool.soft_pool_backward(grad.cuda(), xl.cuda(),
+                gpu_dx = torch.ops.mmsoftpool.soft_pool_backward(grad.cuda(), gpu_xl,
                                                                  gpu_log_norm, *args)
                 assert gpu_dx.stride() == dx.stride(), msg
                 torch.testing.assert_close(gpu_dx.cpu(), dx, rtol=grad_tol, atol=grad_tol,

@@ -43,6 +43,25 @@ at::Tensor cuda_path_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                              padding, ceil_mode);
 }
 
+// Where the CUDA path's index-th element of t lies (its offset), for every
+// index, in the numbering of t's pooling layout (Strided5d::position): index i
+// of a dense tensor must be at offset i, so that neighbouring GPU threads
+// touch neighbouring addresses. Outputs cannot show this: any one-to-one
+// numbering gives the same results.
+at::Tensor cuda_path_numbering_cpu(const at::Tensor& t) {
+  TORCH_CHECK(t.dim() >= 3 && t.dim() <= 5, "_cuda_path_numbering: t must be 3-D to 5-D, got ",
+              t.sizes());
+  const cuda_path::Strided5d layout(as_5d(t), pooling_memory_format(t));
+  at::Tensor offsets = at::empty({t.numel()}, at::kLong);
+  int64_t* out = offsets.mutable_data_ptr<int64_t>();
+  CpuExecutor{}(t.numel(), [&](int64_t index) {
+    int64_t p[5];
+    layout.position(index, p);
+    out[index] = layout.offset(p);
+  });
+  return offsets;
+}
+
 // The grid of a launch over `total` elements on a device with that many
 // multiprocessors, without a device: the blocks blocks_for gives, and for each
 // thread number asked for, what its grid-stride loop visits (count, first and
@@ -88,6 +107,7 @@ TORCH_LIBRARY_FRAGMENT(mmsoftpool, m) {
   m.def(
       "_cuda_path_backward(Tensor grad_output, Tensor input, Tensor log_norm, "
       "int[] kernel_size, int[] stride, int[] padding, bool ceil_mode) -> Tensor");
+  m.def("_cuda_path_numbering(Tensor t) -> Tensor");
   m.def("_cuda_path_grid(int total, int multiprocessors, int[] threads) -> (int, Tensor)",
         &cuda_path_grid);
 }
@@ -95,6 +115,7 @@ TORCH_LIBRARY_FRAGMENT(mmsoftpool, m) {
 TORCH_LIBRARY_IMPL(mmsoftpool, CPU, m) {
   m.impl("_cuda_path_forward", &cuda_path_forward_cpu);
   m.impl("_cuda_path_backward", &cuda_path_backward_cpu);
+  m.impl("_cuda_path_numbering", &cuda_path_numbering_cpu);
 }
 
 }  // namespace mmsoftpool
