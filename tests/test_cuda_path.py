@@ -1,7 +1,8 @@
 """The CUDA path without a GPU: its wrappers and loop bodies
 (csrc/cuda/soft_pool_cuda.h) run on the CPU through the private test ops
 ``_cuda_path_forward`` / ``_cuda_path_backward`` (csrc/cpu/cuda_path.cpp),
-and its grid arithmetic through ``_cuda_path_grid``.
+its numbering of elements through ``_cuda_path_numbering`` and its grid
+arithmetic through ``_cuda_path_grid``.
 
 The random geometry of tests/test_soft_pool.py, in every dtype and in
 layouts the CUDA path numbers and offsets differently (contiguous, strided

@@ -13,10 +13,10 @@ namespace mmsoftpool {
 namespace {
 
 // Grid-stride loops with 64-bit indices keep the grid within CUDA's limits
-// for any size (soft_pool_cuda.h: blocks_for).
+// for any size (soft_pool_cuda.h: blocks_for). No __launch_bounds__: with it
+// ptxas spilled the float64 gather's registers.
 template <typename Body>
-__global__ void __launch_bounds__(cuda_path::kThreads)
-    grid_stride_kernel(const Body body, int64_t total) {
+__global__ void grid_stride_kernel(const Body body, int64_t total) {
   cuda_path::grid_stride_loop(cuda_path::grid_thread(blockIdx.x, blockDim.x, threadIdx.x),
                               cuda_path::grid_threads(blockDim.x, gridDim.x), total, body);
 }

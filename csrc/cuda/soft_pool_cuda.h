@@ -111,6 +111,14 @@ struct Strided5d {
   }
 };
 
+// A body's pointer member as a __restrict__ local of the same name: nvcc
+// ignores __restrict__ on members, and with it on locals reads through the
+// read-only data cache (ld.global.nc), as for a kernel's __restrict__
+// parameters. Sound: what a body writes is freshly allocated, aliased by no
+// other pointer.
+#define MMSOFTPOOL_RESTRICT_LOCAL(member) \
+  auto* __restrict__ const member = this->member
+
 // Forward: output and log_norm of the index-th window.
 template <typename scalar_t, typename acc_t>
 struct ForwardBody {
@@ -122,6 +130,9 @@ struct ForwardBody {
   PoolGeometry g;
 
   C10_HOST_DEVICE void operator()(int64_t index) const {
+    MMSOFTPOOL_RESTRICT_LOCAL(x);
+    MMSOFTPOOL_RESTRICT_LOCAL(y);
+    MMSOFTPOOL_RESTRICT_LOCAL(log_norm);
     int64_t p[5];
     yl.position(index, p);
     int64_t xs[3];
@@ -147,6 +158,9 @@ struct WindowStatsBody {
   PoolGeometry g;
 
   C10_HOST_DEVICE void operator()(int64_t index) const {
+    MMSOFTPOOL_RESTRICT_LOCAL(x);
+    MMSOFTPOOL_RESTRICT_LOCAL(log_norm);
+    MMSOFTPOOL_RESTRICT_LOCAL(stats);
     int64_t p[5];
     yl.position(index, p);
     int64_t xs[3];
@@ -172,6 +186,10 @@ struct GatherBody {
   PoolGeometry g;
 
   C10_HOST_DEVICE void operator()(int64_t index) const {
+    MMSOFTPOOL_RESTRICT_LOCAL(grad_output);
+    MMSOFTPOOL_RESTRICT_LOCAL(stats);
+    MMSOFTPOOL_RESTRICT_LOCAL(x);
+    MMSOFTPOOL_RESTRICT_LOCAL(grad_input);
     int64_t p[5];
     dl.position(index, p);
     const acc_t v = static_cast<acc_t>(x[xl.offset(p)]);
@@ -189,6 +207,8 @@ struct GatherBody {
     grad_input[dl.offset(p)] = static_cast<scalar_t>(sum);
   }
 };
+
+#undef MMSOFTPOOL_RESTRICT_LOCAL
 
 // The forward over an executor `run`: run(total, body) calls body(index) for
 // every index in [0, total).
