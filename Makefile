@@ -15,7 +15,7 @@ POOL ?= softpool
 NVCC := $(shell command -v nvcc 2>/dev/null)
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(realpath $(dir $(NVCC))..))
 
-.PHONY: demo test venv build cuda-check
+.PHONY: demo test venv build cuda-check gpu-check
 
 demo: build
 ifeq ($(TASK),video)
@@ -52,3 +52,9 @@ cuda-check: $(STACK_STAMP)
 	CPATH=$$(ls -d $(CURDIR)/$(VENV)/lib/python3*/site-packages/nvidia/*/include | tr '\n' ':') \
 	$(PY) setup.py -q build_ext --build-temp "$$tmp/temp" --build-lib "$$tmp/lib" && \
 	ls "$$tmp"/lib/mmsoftpool/_C*.so && echo "[cuda-check] CUDA sources compile"
+
+# On a GPU machine: builds the CUDA kernels in place, runs their tests, the
+# benchmark and compute-sanitizer (tools/gpu_check.sh); needs torch alone, and
+# says "no CUDA device" elsewhere.
+gpu-check:
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) bash tools/gpu_check.sh

@@ -46,7 +46,8 @@ def cpu_capabilities():
 
 def make_extension():
     import torch
-    sources = ['csrc/soft_pool.cpp', 'csrc/cpu/soft_pool_cpu.cpp']
+    # csrc/cpu/cuda_path.cpp: the CUDA path run on the CPU (test ops), in every build.
+    sources = ['csrc/soft_pool.cpp', 'csrc/cpu/soft_pool_cpu.cpp', 'csrc/cpu/cuda_path.cpp']
     # No -ffast-math: the kernels rely on IEEE infinities and NaNs.
     cxx_flags, link_flags = ['-O3'], []
     if torch.backends.openmp.is_available():

@@ -29,6 +29,15 @@ def test_benchmark_writes_floors_ratios_and_memory(shape, tmp_path):
                     'forward_peak_mb', 'forward_temporary_mb', 'forward_backward_peak_mb'):
             assert row[key] >= 0, key
         assert row['forward_exp_ratio'] == pytest.approx(row['forward_ms'] / row['t_exp_ms'])
+        assert row['forward_backward_copy_ratio'] == pytest.approx(
+            row['forward_backward_ms'] / row['t_copy_ms'])
+    for row in rows:  # ratios to the native pools of the same case and layout
+        same = {r['method']: r for r in rows if (r['memory_format'], r['kernel']) ==
+                (row['memory_format'], row['kernel'])}
+        assert row['forward_ratio'] == pytest.approx(
+            row['forward_ms'] / same[f'max_pool{dims}d']['forward_ms'])
+        assert row['forward_backward_avg_ratio'] == pytest.approx(
+            row['forward_backward_ms'] / same[f'avg_pool{dims}d']['forward_backward_ms'])
 
 
 def test_benchmark_times_with_a_warm_heap(tmp_path):

@@ -55,7 +55,7 @@ def installed(tmp_path_factory):
         names = archive.getnames()
         archive.extractall(tmp / 'src', filter='data')
     root = f'mmsoftpool-{sdist.name[len("mmsoftpool-"):-len(".tar.gz")]}'
-    for needed in ('csrc/window.h', 'csrc/cuda/soft_pool_cuda.cu',
+    for needed in ('csrc/window.h', 'csrc/cuda/soft_pool_cuda.cu', 'csrc/cuda/soft_pool_cuda.h',
                    'configs/demo/retinanet_r18_softpool_demo.py',
                    'model-index.yml', 'requirements/stack.txt', 'LICENSE',
                    'tools/train.py'):

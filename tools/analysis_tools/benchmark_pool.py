@@ -6,8 +6,9 @@ max pool, average pool and SoftPool written as plain PyTorch, 2-D for an
 N C H W shape, 3-D for N C D H W. Times are given as ratios to two floors
 measured on the same tensor in the same run (these machines are noisy:
 compare ratios, not milliseconds): ``t_exp``, ``torch.exp(x, out=buf)`` (one
-vectorised exponential per input), and ``t_copy``, ``buf.copy_(x)``; and as
-ratios to max pool. A third floor, ``t_fresh``, is the time to write a
+vectorised exponential per input), and ``t_copy``, ``buf.copy_(x)`` (the
+memory bandwidth: on a GPU the floor of a pool); and as ratios to max pool
+and to average pool. A third floor, ``t_fresh``, is the time to write a
 newly allocated tensor of the input's size once (page faults included): what
 any backward that returns a new input gradient pays. Memory: peak extra memory of one call, and the part of it
 that is not the tensors the call returns (SoftPool's forward returns the
@@ -140,7 +141,7 @@ def benchmark(args, measure):
     dtype = getattr(torch, args.dtype)
     dims = len(args.shape) - 2
     methods = METHODS[dims]
-    max_name = f'max_pool{dims}d'
+    max_name, avg_name = f'max_pool{dims}d', f'avg_pool{dims}d'
     rows = []
     for memory_format in args.memory_format:
         fmt = dict(contiguous=torch.contiguous_format,
@@ -185,14 +186,14 @@ def benchmark(args, measure):
                 row = dict(memory_format=memory_format, kernel=k, stride=s, padding=p,
                            method=name, **r, **floors)
                 if measure == 'time':
-                    base = results[max_name]
-                    row.update(
-                        forward_exp_ratio=r['forward_ms'] / floors['t_exp_ms'],
-                        forward_backward_exp_ratio=r['forward_backward_ms'] /
-                        floors['t_exp_ms'],
-                        forward_ratio=r['forward_ms'] / base['forward_ms'],
-                        forward_backward_ratio=r['forward_backward_ms'] /
-                        base['forward_backward_ms'])
+                    for call in ('forward', 'forward_backward'):
+                        ms = r[f'{call}_ms']
+                        row.update({
+                            f'{call}_exp_ratio': ms / floors['t_exp_ms'],
+                            f'{call}_copy_ratio': ms / floors['t_copy_ms'],  # bandwidth
+                            f'{call}_ratio': ms / results[max_name][f'{call}_ms'],
+                            f'{call}_avg_ratio': ms / results[avg_name][f'{call}_ms'],
+                        })
                 rows.append(row)
     return rows
 
@@ -200,12 +201,15 @@ def benchmark(args, measure):
 def print_table(rows, header):
     print(header)
     columns = ('memory_format', 'kernel', 'stride', 'padding', 'method', 't_exp_ms',
-               't_copy_ms', 't_fresh_ms', 'forward_ms', 'forward_exp_ratio', 'forward_ratio',
-               'forward_backward_ms', 'forward_backward_exp_ratio', 'forward_backward_ratio',
-               'forward_peak_mb', 'forward_temporary_mb', 'forward_backward_peak_mb')
+               't_copy_ms', 't_fresh_ms', 'forward_ms', 'forward_exp_ratio',
+               'forward_copy_ratio', 'forward_ratio', 'forward_avg_ratio',
+               'forward_backward_ms', 'forward_backward_exp_ratio',
+               'forward_backward_copy_ratio', 'forward_backward_ratio',
+               'forward_backward_avg_ratio', 'forward_peak_mb', 'forward_temporary_mb',
+               'forward_backward_peak_mb')
     titles = ('format', 'k', 's', 'p', 'method', 't_exp ms', 't_copy ms', 't_fresh ms', 'fwd ms',
-              'fwd/t_exp', 'fwd/max', 'f+b ms', 'f+b/t_exp', 'f+b/max', 'fwd MB',
-              'fwd temp MB', 'f+b MB')
+              'fwd/t_exp', 'fwd/t_copy', 'fwd/max', 'fwd/avg', 'f+b ms', 'f+b/t_exp',
+              'f+b/t_copy', 'f+b/max', 'f+b/avg', 'fwd MB', 'fwd temp MB', 'f+b MB')
     print('| ' + ' | '.join(titles) + ' |')
     print('|' + '---|' * len(titles))
     for row in rows:
