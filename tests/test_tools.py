@@ -291,6 +291,21 @@ def test_dist_test_two_cpu_processes(tmp_path, softpool_cfg, trained):
     assert len(bbox_map(log)) == 1
 
 
+def test_finish_distributed_destroys_the_group():
+    """What train.py / test.py call after a run: the group is gone before
+    the interpreter exits (left to exit, gloo can abort the process); without
+    one, nothing happens."""
+    import torch.distributed as dist
+
+    from mmsoftpool.tools.launch import finish_distributed
+    finish_distributed()
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0,
+        world_size=1)
+    finish_distributed()
+    assert not dist.is_initialized()
+
+
 def test_slurm_train_passes_its_arguments(tmp_path):
     """No cluster here: a stand-in ``srun`` records how it is called."""
     bin_dir = tmp_path / 'bin'
