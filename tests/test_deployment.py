@@ -21,7 +21,7 @@ LAYER = {1: mmsoftpool.SoftPool1d, 2: mmsoftpool.SoftPool2d, 3: mmsoftpool.SoftP
 
 # (spatial size at export, kernel, stride, padding, ceil_mode): k != s both
 # ways, odd sizes, padding, ceil_mode with a last window in the padding and
-# with s > k - p (the exporter's Min)
+# with s > k - p (the exporter's Min), padded 3-D windows without ceil_mode
 GRID = [
     ((9, ), 3, 2, 1, True), ((10, ), 2, None, 0, False), ((7, ), 4, 3, 2, True),
     ((8, 7), 2, None, 0, False), ((9, 11), 3, 2, 1, False), ((9, 11), 3, 2, 1, True),
@@ -29,6 +29,7 @@ GRID = [
     ((11, 8), 2, 3, 1, True), ((9, 9), (5, 3), (4, 2), (2, 1), True),
     ((5, 6, 7), 2, None, 0, False), ((6, 5, 7), 3, 2, 1, True),
     ((5, 7, 6), (3, 2, 1), (1, 2, 3), (1, 1, 0), True),
+    ((4, 9, 8), (1, 3, 3), (1, 2, 2), (0, 1, 1), False),  # a video stem
 ]
 
 
@@ -76,7 +77,18 @@ def assert_op_parity(got, expected, name):
 
 
 def op_types(model):
-    return {(node.domain or 'ai.onnx', node.op_type) for node in model.graph.node}
+    """(domain, type) of every node, in If branches too."""
+    types = set()
+
+    def read(graph):
+        for node in graph.node:
+            types.add((node.domain or 'ai.onnx', node.op_type))
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    read(attribute.g)
+
+    read(model.graph)
+    return types
 
 
 def unused_initializers(model):
@@ -111,10 +123,12 @@ def test_onnx_export_matches_the_op_in_onnxruntime(tmp_path, size, kernel, strid
     assert {domain for domain, _ in op_types(model)} == {'ai.onnx'}
     assert not model.functions
     assert not unused_initializers(model)
-    # the paper's formula in the main graph (one exp, two average pools), the
-    # exact formula in the If's other branch
+    # the paper's formula in the main graph (one exp, two average pools, in
+    # two passes for 3-D without ceil_mode), the exact formula in the If's
+    # other branch
     main = collections.Counter(node.op_type for node in model.graph.node)
-    assert (main['Exp'], main['AveragePool'], main['If']) == (1, 2, 1), main
+    pools = 4 if dim == 3 and not ceil_mode else 2
+    assert (main['Exp'], main['AveragePool'], main['If']) == (1, pools, 1), main
     assert not {'Gather', 'Transpose'} & set(main), main
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
     name = session.get_inputs()[0].name

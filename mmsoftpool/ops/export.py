@@ -32,6 +32,7 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.fx.experimental.proxy_tensor import get_proxy_mode
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .soft_pool import _accumulation_dtype, _forward_fake, pooled_size
 
@@ -47,7 +48,6 @@ _FORWARD = torch.ops.mmsoftpool.soft_pool_forward.default
 # e^-32 of it. NaN and infinite cells make w NaN. Inputs outside that range
 # (NaN, infinities, |x| in the hundreds) take the exact formula instead.
 _SMALLEST_MEAN = 2.0**-80
-_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def soft_pool_forward_decomposition(input: Tensor, kernel_size: Sequence[int],
@@ -79,9 +79,8 @@ def paper_formula_sums(x: Tensor, kernel_size: Sequence[int],
     """``w = avg_pool(x e^x)``, ``t = avg_pool(e^x)`` and whether ``w / t``
     is SoftPool's output for ``x`` (a bool tensor)."""
     dim = len(kernel_size)
-    pool = functools.partial(_AVG_POOL[dim], kernel_size=list(kernel_size),
-                             stride=list(stride), padding=list(padding),
-                             ceil_mode=ceil_mode)
+    pool = functools.partial(_average_pool, kernel_size=kernel_size, stride=stride,
+                             padding=padding, ceil_mode=ceil_mode)
     e = torch.exp(x)
     # padded cells add zeros to both sums, and the divisors cancel
     t, w = pool(e), pool(x * e)
@@ -89,6 +88,31 @@ def paper_formula_sums(x: Tensor, kernel_size: Sequence[int],
     # w.sum() * 0 is NaN unless every w is finite
     holds = (t.amin(spatial) + w.sum(spatial) * 0 >= _SMALLEST_MEAN).all()
     return w, t, holds
+
+
+def _average_pool(v: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+                  padding: Sequence[int], ceil_mode: bool) -> Tensor:
+    """The average pool of v over 1-D, 2-D or 3-D windows, as 2-D pools of
+    4-D tensors where it can: ONNX Runtime runs those with its fast kernels
+    (in its blocked NCHWc layout), 1-D and 3-D pools (opset 20) in a generic
+    loop three to five times slower. The 3-D sum is separable, (H, W) then D,
+    but for ``ceil_mode``: there torch's pooling shape rule specialises a
+    dynamic size to the example's, and the reshape between the passes would
+    keep that size."""
+    kernel_size, stride, padding = list(kernel_size), list(stride), list(padding)
+    pool = functools.partial(F.avg_pool2d, ceil_mode=ceil_mode)
+    if len(kernel_size) == 2:
+        return pool(v, kernel_size, stride, padding)
+    if len(kernel_size) == 1:
+        return pool(v.unsqueeze(2), [1] + kernel_size, [1] + stride, [0] + padding).squeeze(2)
+    if ceil_mode:
+        return F.avg_pool3d(v, kernel_size, stride, padding, ceil_mode=True)
+    n, c, d, h, w = v.shape
+    planes = pool(v.reshape(n, c * d, h, w), kernel_size[1:], stride[1:], padding[1:])
+    ho, wo = planes.shape[-2:]
+    depth = pool(planes.reshape(n, c, d, ho * wo), [kernel_size[0], 1], [stride[0], 1],
+                 [padding[0], 0])
+    return depth.reshape(n, c, depth.shape[2], ho, wo)
 
 
 def _ratio(x, w, t):
@@ -112,7 +136,7 @@ def _windowed(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
             # disjoint windows inside the input (the ResNet stem's 2x2, s2):
             # a reshape, no gather, every cell valid
             masks.append(None)
-            if not (isinstance(size, int) and size == windows * k):
+            if not statically_known_true(size == windows * k):
                 # (a no-op narrow leaves unused constants in the ONNX graph,
                 # which ONNX Runtime warns about)
                 x = x.narrow(axis, 0, windows * k)
