@@ -38,6 +38,22 @@ def test_layers_against_exp_and_max_pool(tmp_path):
     assert stdout.count('[onnxruntime] SoftPool2d') == 4
 
 
+def test_1d_and_3d_layers(tmp_path):
+    _, result = run(tmp_path, '--layers', '--shape', '1x8x4x9x8', '--cases', '2,2,0',
+                    '1x3x3,1x2x2,0x1x1')
+    assert [r['what'] for r in result['rows']] == ['SoftPool3d(2, 2, 0)',
+                                                   'SoftPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))']
+    _, result = run(tmp_path, '--layers', '--shape', '2x8x30', '--cases', '3,2,1')
+    assert [(r['what'], r['formula']) for r in result['rows']] == [('SoftPool1d(3, 2, 1)',
+                                                                    'paper')]
+    # 1x3x3 has no 1-D meaning: refused before anything runs
+    result = subprocess.run([sys.executable, str(SCRIPT), '--shape', '2x8x30', '--cases',
+                             '1x3x3,1x2x2,0x1x1'], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert '--cases 1x3x3,1x2x2,0x1x1: one value or 1 per dim expected' in result.stderr
+
+
 def test_layers_with_an_offset_take_the_exact_formula(tmp_path):
     _, result = run(tmp_path, '--layers', '--shape', '1x8x12x10', '--cases', '3,2,1',
                     '--offset', '1000')
@@ -53,8 +69,15 @@ def test_classifier_against_its_max_pool_twin(tmp_path):
                                                          row['max_pool_ms'])
 
 
-def test_refuses_a_shape_that_is_not_nchw(tmp_path):
-    result = subprocess.run([sys.executable, str(SCRIPT), '--shape', '1x8x12'], cwd=tmp_path,
+@pytest.mark.parametrize('args,message', [
+    (['--shape', '1x8'], 'argument --shape: NxCxL, NxCxHxW or NxCxDxHxW with positive sizes'),
+    (['--shape', '1x0x8x8'], 'argument --shape: NxCxL, NxCxHxW or NxCxDxHxW with positive'),
+    (['--cases', '2,2'], 'argument --cases: kernel,stride,padding expected'),
+    (['--cases', '3,2,2'], '--cases 3,2,2: the padding must be at most half the kernel'),
+    (['--repeats', '0'], 'argument --repeats: an integer >= 1 expected'),
+])
+def test_refuses_bad_arguments_in_one_line(tmp_path, args, message):
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert 'argument --shape: NxCxHxW with positive sizes expected' in result.stderr
+    assert message in result.stderr

@@ -3,7 +3,7 @@
     python tools/analysis_tools/benchmark_onnx.py --backend onnxruntime \
         [--threads 2] [--repeats 20] [--layers | --models] [--profile]
 
-Layers: a ``SoftPool2d`` of each ``--cases`` (kernel,stride,padding), exported
+Layers: a SoftPool layer of each ``--cases`` (kernel,stride,padding), exported
 with a plain ``torch.onnx.export(dynamo=True)`` at each ``--shape``, against
 graphs of ONNX Runtime's own ``Exp`` and ``MaxPool`` (same kernel, stride and
 padding) on the same tensor. Models: the SoftPoolResNet-18 classifier at
@@ -120,22 +120,27 @@ def formula_taken(x, layer):
 
 def benchmark_layers(args, folder):
     import mmsoftpool
+    layers = {1: mmsoftpool.SoftPool1d, 2: mmsoftpool.SoftPool2d, 3: mmsoftpool.SoftPool3d}
     rows = []
     for shape in args.shape:
+        dims = len(shape) - 2
         x = torch.randn(*shape) + args.offset
         feed = x.numpy()
-        for k, s, p in args.cases:
-            layer = mmsoftpool.SoftPool2d(k, s, p)
-            path = export(layer, shape, osp.join(folder, f'softpool_{k}{s}{p}.onnx'))
+        for case in args.cases:
+            k, s, p = (v * dims if len(v) == 1 else v for v in case)
+            layer = layers[dims](k, s, p)
+            path = export(layer, shape, osp.join(folder, 'softpool.onnx'))
             sessions = {
                 'softpool': session(path, args.threads),
                 'exp': session(onnx_graph('Exp', shape), args.threads),
-                'max_pool': session(onnx_graph('MaxPool', shape, kernel_shape=[k, k],
-                                               strides=[s, s], pads=[p] * 4), args.threads),
+                'max_pool': session(onnx_graph('MaxPool', shape, kernel_shape=list(k),
+                                               strides=list(s), pads=list(p) * 2),
+                                    args.threads),
             }
             t = time_in_turns(sessions, dict.fromkeys(sessions, feed), args.warmup,
                               args.repeats)
-            row = dict(what=f'SoftPool2d({k}, {s}, {p})', shape='x'.join(map(str, shape)),
+            name = ', '.join(str(v[0]) if len(set(v)) == 1 else str(v) for v in (k, s, p))
+            row = dict(what=f'SoftPool{dims}d({name})', shape='x'.join(map(str, shape)),
                        formula=formula_taken(x, layer), softpool_ms=t['softpool'],
                        exp_ms=t['exp'], max_pool_ms=t['max_pool'],
                        softpool_per_exp=t['softpool'] / t['exp'],
@@ -236,10 +241,11 @@ def parse_args():
     what = parser.add_mutually_exclusive_group()
     what.add_argument('--layers', action='store_true', help='only the layers')
     what.add_argument('--models', action='store_true', help='only the models')
-    parser.add_argument('--shape', type=nchw, nargs='+', default=[(1, 64, 112, 112), (16, 64, 112, 112)],
-                        help='layer input shapes, NxCxHxW')
-    parser.add_argument('--cases', type=pool_case, nargs='+', default=[(2, 2, 0), (3, 2, 1)],
-                        help='layer kernel,stride,padding triples')
+    parser.add_argument('--shape', type=input_shape, nargs='+', default=[(1, 64, 112, 112), (16, 64, 112, 112)],
+                        help='layer input shapes: NxCxL, NxCxHxW or NxCxDxHxW')
+    parser.add_argument('--cases', type=pool_case, nargs='+',
+                        default=[((2, ), (2, ), (0, )), ((3, ), (2, ), (1, ))],
+                        help='layer kernel,stride,padding triples (3,2,1 or 1x3x3,1x2x2,0x1x1)')
     parser.add_argument('--offset', type=float, default=0.0,
                         help='added to the layers\' randn input')
     parser.add_argument('--model', nargs='+', choices=list(MODELS), default=list(MODELS))
@@ -249,31 +255,45 @@ def parse_args():
     parser.add_argument('--profile', action='store_true',
                         help='also ONNX Runtime\'s per-operator profile of the SoftPool graphs')
     parser.add_argument('--json', help='also write the rows to this JSON file')
-    return parser.parse_args()
+    args = parser.parse_args()
+    for shape in args.shape:
+        dims = len(shape) - 2
+        for case in args.cases:
+            k, s, p = (v * dims if len(v) == 1 else v for v in case)
+            text = ','.join('x'.join(map(str, v)) for v in case)
+            if len(k) != dims or len(s) != dims or len(p) != dims:
+                parser.error(f'--cases {text}: one value or {dims} per dim expected for '
+                             f'--shape {"x".join(map(str, shape))}')
+            if any(pad > kernel // 2 for kernel, pad in zip(k, p)):
+                parser.error(f'--cases {text}: the padding must be at most half the kernel')
+    return args
 
 
-def nchw(text):
+def input_shape(text):
     try:
         shape = tuple(int(v) for v in text.split('x'))
     except ValueError:
         shape = ()
-    if len(shape) != 4 or min(shape) < 1:
+    if len(shape) not in (3, 4, 5) or min(shape) < 1:
         raise argparse.ArgumentTypeError(
-            f'NxCxHxW with positive sizes expected, e.g. 1x64x112x112, got {text!r}')
+            'NxCxL, NxCxHxW or NxCxDxHxW with positive sizes expected, e.g. 1x64x112x112, '
+            f'got {text!r}')
     return shape
 
 
 def pool_case(text):
+    """kernel,stride,padding: each an int or one per dim joined by x (1x3x3)."""
     try:
-        k, s, p = (int(v) for v in text.split(','))
+        case = tuple(tuple(int(v) for v in part.split('x')) for part in text.split(','))
     except ValueError:
-        k = s = 0
-        p = -1
-    if k < 1 or s < 1 or not 0 <= p <= k // 2:
+        case = ()
+    lengths = {len(part) for part in case} - {1}
+    if (len(case) != 3 or len(lengths) > 1 or min(min(part) for part in case[:2]) < 1
+            or min(case[2]) < 0):
         raise argparse.ArgumentTypeError(
-            'kernel,stride,padding expected, kernel and stride positive, padding at most '
-            f'half the kernel, e.g. 3,2,1, got {text!r}')
-    return k, s, p
+            'kernel,stride,padding expected, each an int or one per dim joined by x, '
+            f'e.g. 3,2,1 or 1x3x3,1x2x2,0x1x1, got {text!r}')
+    return case
 
 
 def count(text, least=0):
@@ -304,6 +324,7 @@ def main():
             rows += benchmark_layers(args, folder)
         if not args.layers:
             rows += benchmark_models(args, folder)
+    print(f'[onnxruntime] load at the end {os.getloadavg()[0]:.1f}')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(setup=header, args={k: v for k, v in vars(args).items()},
