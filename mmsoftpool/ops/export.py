@@ -42,11 +42,13 @@ _FORWARD = torch.ops.mmsoftpool.soft_pool_forward.default
 # The paper's formula without the window maximum, y = avg_pool(x e^x) /
 # avg_pool(e^x): one exp per cell and two average pools, where the exact
 # formula needs each window's maximum broadcast back to its cells. It is exact
-# (within float32 rounding) where no exp or sum overflows, which makes some w
-# infinite or NaN, and where every window's maximum is above ln(_SMALLEST_MEAN)
-# ~ -55, so that a cell in float32's denormals (< -87.3) weighs less than
-# e^-32 of it. NaN and infinite cells make w NaN. Inputs outside that range
-# (NaN, infinities, |x| in the hundreds) take the exact formula instead.
+# (within float32 rounding) where every w = avg_pool(x e^x) is finite (no exp,
+# product or sum overflowed; NaN and infinite cells make some w NaN or
+# infinite) and every t = avg_pool(e^x) is at least _SMALLEST_MEAN: then each
+# window's maximum is above ln(2**-80) ~ -55, and a cell whose exp is a
+# float32 denormal (below -87.3) weighs less than e^-32 of it. Other inputs
+# (NaN, infinities, values beyond ~84, windows below ~-55) take the exact
+# formula.
 _SMALLEST_MEAN = 2.0**-80
 
 
