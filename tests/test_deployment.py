@@ -1,5 +1,6 @@
 """Export: SoftPool as standard operators in ONNX (checked in ONNX Runtime)
 and in torch.export programs; the export tool on RetinaNet and a classifier."""
+import collections
 import os.path as osp
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 from torch.export import Dim
 
 import mmsoftpool
-from mmsoftpool.ops.export import soft_pool_forward_decomposition
+from mmsoftpool.ops.export import paper_formula_sums, soft_pool_forward_decomposition
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 EXPORT = osp.join(REPO, 'tools', 'deployment', 'export.py')
@@ -20,7 +21,7 @@ LAYER = {1: mmsoftpool.SoftPool1d, 2: mmsoftpool.SoftPool2d, 3: mmsoftpool.SoftP
 
 # (spatial size at export, kernel, stride, padding, ceil_mode): k != s both
 # ways, odd sizes, padding, ceil_mode with a last window in the padding and
-# with s > k - p (the exporter's Min)
+# with s > k - p (the exporter's Min), padded 3-D windows without ceil_mode
 GRID = [
     ((9, ), 3, 2, 1, True), ((10, ), 2, None, 0, False), ((7, ), 4, 3, 2, True),
     ((8, 7), 2, None, 0, False), ((9, 11), 3, 2, 1, False), ((9, 11), 3, 2, 1, True),
@@ -28,12 +29,16 @@ GRID = [
     ((11, 8), 2, 3, 1, True), ((9, 9), (5, 3), (4, 2), (2, 1), True),
     ((5, 6, 7), 2, None, 0, False), ((6, 5, 7), 3, 2, 1, True),
     ((5, 7, 6), (3, 2, 1), (1, 2, 3), (1, 1, 0), True),
+    ((4, 9, 8), (1, 3, 3), (1, 2, 2), (0, 1, 1), False),  # a video stem
 ]
 
 
 def special_inputs(shape):
     """Inputs of the parity check, all float32: plain, large, shifted, and
-    with NaN / +inf / -inf cells and all -inf windows."""
+    with NaN / +inf / -inf cells and all -inf windows; and inputs at the
+    edges of the paper formula's range (mmsoftpool/ops/export.py): a range
+    of 130, cells in float32's denormals beside a window maximum near -52,
+    just past overflow (+86) and with every exp a denormal (-95)."""
     gen = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(shape, generator=gen)
     specials = x.clone()
@@ -43,9 +48,18 @@ def special_inputs(shape):
     specials[(where >= 0.1) & (where < 0.2)] = float('-inf')
     blocks = x.clone()
     blocks[..., :3] = float('-inf')  # windows that are all -inf, or -inf and finite
+    deep = x * 0.5 - 52
+    deep[..., 1::2] = torch.rand(deep[..., 1::2].shape, generator=gen) * 30 - 110
     return {'randn': x, 'x1e4': x * 1e4, 'shift+1e4': x + 1e4, 'shift-1e4': x - 1e4,
             'uniform1e4': (torch.rand(shape, generator=gen) * 2 - 1) * 1e4,
-            'nan/inf': specials, '-inf blocks': blocks}
+            'nan/inf': specials, '-inf blocks': blocks,
+            'uniform[-50,80]': torch.rand(shape, generator=gen) * 130 - 50,
+            'deep cells': deep, 'shift+86': x + 86, 'shift-95': x - 95}
+
+
+# inputs for which the exported graph takes the paper's formula; 'deep cells'
+# too where every window holds one of its shallow cells (the others: exact)
+PAPER_FORMULA_INPUTS = {'randn', 'uniform[-50,80]'}
 
 
 def assert_op_parity(got, expected, name):
@@ -63,7 +77,34 @@ def assert_op_parity(got, expected, name):
 
 
 def op_types(model):
-    return {(node.domain or 'ai.onnx', node.op_type) for node in model.graph.node}
+    """(domain, type) of every node, in If branches too."""
+    types = set()
+
+    def read(graph):
+        for node in graph.node:
+            types.add((node.domain or 'ai.onnx', node.op_type))
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    read(attribute.g)
+
+    read(model.graph)
+    return types
+
+
+def unused_initializers(model):
+    """Initializers no node reads, in If branches included (ONNX Runtime
+    warns about each one when it loads the model)."""
+    used = set()
+
+    def read(graph):
+        for node in graph.node:
+            used.update(node.input)
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    read(attribute.g)
+
+    read(model.graph)
+    return [i.name for i in model.graph.initializer if i.name not in used]
 
 
 @pytest.mark.parametrize('size,kernel,stride,padding,ceil_mode', GRID)
@@ -81,6 +122,14 @@ def test_onnx_export_matches_the_op_in_onnxruntime(tmp_path, size, kernel, strid
     onnx.checker.check_model(model, full_check=True)
     assert {domain for domain, _ in op_types(model)} == {'ai.onnx'}
     assert not model.functions
+    assert not unused_initializers(model)
+    # the paper's formula in the main graph (one exp, two average pools, in
+    # two passes for 3-D without ceil_mode), the exact formula in the If's
+    # other branch
+    main = collections.Counter(node.op_type for node in model.graph.node)
+    pools = 4 if dim == 3 and not ceil_mode else 2
+    assert (main['Exp'], main['AveragePool'], main['If']) == (1, pools, 1), main
+    assert not {'Gather', 'Transpose'} & set(main), main
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
     name = session.get_inputs()[0].name
     worst = 0.0
@@ -110,6 +159,26 @@ def test_decomposition_equals_the_kernels(dtype, size, kernel, stride, padding, 
         torch.testing.assert_close(output, expected, equal_nan=True, msg=label, **tol)
         torch.testing.assert_close(log_norm, expected_log_norm, equal_nan=True, msg=label,
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('size,kernel,stride,padding,ceil_mode', GRID[::3])
+def test_paper_formula_is_taken_where_it_is_exact(size, kernel, stride, padding, ceil_mode):
+    """The If's condition: the paper's formula for ordinary activations, also
+    at the edges of its range; the exact one past overflow, with denormal
+    exps, large values, NaN and infinities."""
+    dim = len(size)
+    args = mmsoftpool.ops.soft_pool.pool_args('test', dim, kernel, stride, padding, ceil_mode)
+    max_pool = getattr(torch.nn.functional, f'max_pool{dim}d')
+    for label, x in special_inputs((2, 3, *size)).items():
+        w, t, holds = paper_formula_sums(x, *args)
+        expected = label in PAPER_FORMULA_INPUTS
+        if label == 'deep cells':
+            kernel_size, stride, padding, ceil_mode = args
+            expected = bool(max_pool((x > -60).float(), kernel_size, stride, padding,
+                                     ceil_mode=ceil_mode).all())
+        assert bool(holds) == expected, label
+        if holds:
+            assert_op_parity(w / t, FORWARD(x, *args)[0], label)
 
 
 def test_torch_export_decomposes_with_the_table():

@@ -86,6 +86,16 @@ def dynamic_shapes(dynamic: bool):
     return ({0: auto, 2: auto, 3: auto}, )
 
 
+def onnx_nodes(graph):
+    """The nodes of ``graph`` and of the branches of its ``If`` nodes."""
+    import onnx
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from onnx_nodes(attribute.g)
+
+
 def export_onnx(wrapper, image, out, dynamic):
     import onnx
     program = torch.onnx.export(
@@ -95,7 +105,7 @@ def export_onnx(wrapper, image, out, dynamic):
     program.save(out)
     model = onnx.load(out)
     onnx.checker.check_model(model, full_check=True)
-    op_types = sorted({(n.domain or 'ai.onnx', n.op_type) for n in model.graph.node})
+    op_types = sorted({(n.domain or 'ai.onnx', n.op_type) for n in onnx_nodes(model.graph)})
     foreign = [f'{d}::{t}' for d, t in op_types if d != 'ai.onnx']
     if foreign or model.functions:
         raise UserError(f'{out}: non-standard ONNX nodes {foreign} or functions '
