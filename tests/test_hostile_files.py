@@ -24,12 +24,38 @@ from helpers import run_python
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-# The child: imports once, then loads each file in a process forked from it
-# (a crash or a blow-up stays in that process), through every route, and
-# reports each route's outcome and seconds, the forked process's peak RSS
-# and how it ended.
-LOAD_EACH_IN_A_FORK = '''
-    import json, os, os.path as osp, resource, shutil, sys, time
+# In the children below: run ``load(name, path)`` (a dict) for each file in
+# a process forked from the child, which has imported everything once (a
+# crash or a blow-up stays in that process); add its peak RSS and exit.
+EACH_IN_A_FORK = '''
+    import json, os, resource
+
+    def each_in_a_fork(paths, load):
+        reports = {}
+        for name, path in paths.items():
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read)
+                report = load(name, path)
+                report['rss_bytes'] = resource.getrusage(
+                    resource.RUSAGE_SELF).ru_maxrss * 1024
+                with os.fdopen(write, 'w') as f:
+                    json.dump(report, f)
+                os._exit(0)
+            os.close(write)
+            with os.fdopen(read) as f:
+                sent = f.read()
+            _, status = os.waitpid(pid, 0)
+            reports[name] = dict(json.loads(sent) if sent else {},
+                                 exit=os.waitstatus_to_exitcode(status))
+        return reports
+'''
+
+# The child: each file through every route, with each route's outcome and
+# seconds.
+LOAD_EACH_IN_A_FORK = EACH_IN_A_FORK + '''
+    import os.path as osp, shutil, sys, time
     import mmsoftpool
     from mmengine.runner import CheckpointLoader
     from mmsoftpool.engine import find_resumable_checkpoint
@@ -63,24 +89,8 @@ LOAD_EACH_IN_A_FORK = '''
                 find_resumable_checkpoint(folder).path)),
         }
 
-    reports = {}
-    for name, path in paths.items():
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read)
-            report = every_route(path, osp.join(work, name))
-            report['rss_bytes'] = resource.getrusage(
-                resource.RUSAGE_SELF).ru_maxrss * 1024
-            with os.fdopen(write, 'w') as f:
-                json.dump(report, f)
-            os._exit(0)
-        os.close(write)
-        with os.fdopen(read) as f:
-            sent = f.read()
-        _, status = os.waitpid(pid, 0)
-        reports[name] = dict(json.loads(sent) if sent else {},
-                             exit=os.waitstatus_to_exitcode(status))
+    reports = each_in_a_fork(
+        paths, lambda name, path: every_route(path, osp.join(work, name)))
     print(json.dumps(reports))
 '''
 
@@ -328,32 +338,18 @@ def plain_pickles():
     }
 
 
-LOAD_PICKLES_EACH_IN_A_FORK = '''
-    import json, os, resource, sys
+LOAD_PICKLES_EACH_IN_A_FORK = EACH_IN_A_FORK + '''
+    import sys
     from mmsoftpool.checkpoint import load_pickle
 
-    reports = {}
-    for name, path in json.loads(sys.argv[1]).items():
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read)
-            try:
-                load_pickle(path)
-                result = 'loaded'
-            except Exception as err:
-                result = f'{type(err).__name__}: {err}'
-            with os.fdopen(write, 'w') as f:
-                json.dump([result, resource.getrusage(
-                    resource.RUSAGE_SELF).ru_maxrss * 1024], f)
-            os._exit(0)
-        os.close(write)
-        with os.fdopen(read) as f:
-            sent = f.read()
-        _, status = os.waitpid(pid, 0)
-        reports[name] = [*(json.loads(sent) if sent else [None, None]),
-                         os.waitstatus_to_exitcode(status)]
-    print(json.dumps(reports))
+    def outcome(name, path):
+        try:
+            load_pickle(path)
+            return {'result': 'loaded'}
+        except Exception as err:
+            return {'result': f'{type(err).__name__}: {err}'}
+
+    print(json.dumps(each_in_a_fork(json.loads(sys.argv[1]), outcome)))
 '''
 
 
@@ -373,8 +369,9 @@ def pickle_reports(tmp_path_factory):
 @pytest.mark.parametrize('name', sorted(plain_pickles()))
 def test_plain_pickle_of_results_cannot_allocate_what_it_asks(
         name, pickle_reports):
-    result, rss, exit_code = pickle_reports[name]
-    assert exit_code == 0
+    report = pickle_reports[name]
+    result, rss = report['result'], report['rss_bytes']
+    assert report['exit'] == 0
     assert result.startswith('UnpicklingError: Refused to load'), result
     assert '\n' not in result
     assert rss < 1 << 30, rss

@@ -13,6 +13,7 @@ import contextlib
 import os
 import os.path as osp
 import sys
+import time
 from typing import Callable, Optional, Tuple, Type
 
 import torch
@@ -409,5 +410,4 @@ def finish_distributed() -> None:
     torch_dist.barrier()
     torch_dist.destroy_process_group()
     if gloo:
-        import time
         time.sleep(GLOO_DRAIN_S)
