@@ -21,6 +21,9 @@ if is_installed('mmengine'):
     from .models import classification  # noqa: F401  empty without MMPretrain
     from .models import video  # noqa: F401  empty without MMAction2
     from .datasets import demo  # noqa: F401  the demo datasets (DemoShapes*)
+    if is_installed('mmdet'):
+        # ONNXRuntimeDetector (onnxruntime itself is imported when one is built)
+        from .deployment import onnxruntime_detector  # noqa: F401
 
     # `_base_ = 'mmsoftpool::retinanet/...'`: MMEngine resolves `pkg::` only for the
     # packages in its MODULE2PACKAGE table. A module of this package (rather than

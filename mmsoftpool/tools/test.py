@@ -8,6 +8,7 @@ from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
 from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
+from mmsoftpool.deployment.onnxruntime_detector import ONNXModelError
 from mmsoftpool.engine import CheckpointMatchHook, CheckpointMismatchError
 from mmsoftpool.tools.launch import (ToolParser, UserError,
                                       add_check_images_arg, add_overwrite_arg,
@@ -28,7 +29,16 @@ VISUALIZATION_KEYS = {
 def parse_args():
     parser = ToolParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint',
+        help='checkpoint file; with --backend onnxruntime, the ONNX file of '
+        'tools/deployment/export.py --end2end')
+    parser.add_argument(
+        '--backend',
+        choices=('pytorch', 'onnxruntime'),
+        default='pytorch',
+        help='onnxruntime: evaluate the exported end-to-end detector in ONNX '
+        'Runtime (CPU) with the config\'s data, preprocessing and metrics')
     parser.add_argument(
         '--work-dir',
         help='the directory to save the file containing evaluation metrics')
@@ -93,6 +103,20 @@ def require_all_parameters(cfg, required: bool) -> None:
         hook['require_all'] = required
 
 
+def use_onnxruntime(cfg, args) -> None:
+    """The config's model becomes the ONNX file run in ONNX Runtime."""
+    from mmsoftpool.deployment.onnxruntime_detector import (
+        onnxruntime_model_cfg, open_session)
+    if library_of(cfg, '--backend onnxruntime') != 'mmdet':
+        raise UserError('--backend onnxruntime evaluates detectors (mmdet '
+                        f'configs), not default_scope={cfg.default_scope!r}')
+    if args.launcher != 'none':
+        raise UserError('--backend onnxruntime runs in one process, not '
+                        f'--launcher {args.launcher}')
+    open_session(args.checkpoint)  # a missing or foreign file fails here
+    onnxruntime_model_cfg(cfg, args.checkpoint)
+
+
 def main():
     args = parse_args()
     if args.out is not None:
@@ -100,11 +124,14 @@ def main():
             raise UserError(
                 f'--out must name a .pkl or .pickle file, got --out {args.out}')
         output_path(args.out, '--out', args.overwrite)
-    checkpoint_source(args.checkpoint, 'checkpoint')
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
-    cfg.load_from = args.checkpoint
-    require_all_parameters(cfg, not args.allow_partial)
+    if args.backend == 'onnxruntime':
+        use_onnxruntime(cfg, args)
+    else:
+        checkpoint_source(args.checkpoint, 'checkpoint')
+        cfg.load_from = args.checkpoint
+        require_all_parameters(cfg, not args.allow_partial)
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     dump_metric = (
@@ -132,7 +159,8 @@ def main():
 def cli():
     # a damaged or refused checkpoint, or a URL that cannot be downloaded:
     # the loader's one-line message names it
-    run_tool(main, CHECKPOINT_ERRORS)
+    # and an ONNX file or input that does not fit (--backend onnxruntime)
+    run_tool(main, CHECKPOINT_ERRORS + (ONNXModelError, ))
 
 
 if __name__ == '__main__':

@@ -1,16 +1,19 @@
 """Export a SoftPool model to ONNX or to a torch.export program, and check it.
 
     python tools/deployment/export.py CONFIG CHECKPOINT --format onnx \
-        --shape 1 3 512 512 [--dynamic] [--out FILE] [--overwrite] \
-        [--benchmark 20]
+        --shape 1 3 512 512 [--dynamic] [--end2end] [--out FILE] \
+        [--overwrite] [--benchmark 20]
 
-What is exported is the network's tensor graph, from the preprocessed image
-(normalised, padded, (N, 3, H, W)) to its raw outputs, as MMDeploy exports it
-before post-processing:
+The input is the preprocessed image (normalised, padded, (N, 3, H, W)). What
+comes out:
 
-* a one-stage MMDetection detector (RetinaNet): backbone + neck + head, the
-  classification scores and box regressions of every FPN level; box decoding
-  and NMS stay in the application (mmdet's ``bbox_head.predict_by_feat``);
+* a one-stage MMDetection detector (RetinaNet): by default the raw outputs of
+  backbone + neck + head (the classification scores and box regressions of
+  every FPN level), as MMDeploy exports it before post-processing; with
+  ``--end2end`` (ONNX) its boxes: the post-processing in the graph
+  (``mmsoftpool.deployment.end2end``), outputs ``dets`` (N, K, 5) and
+  ``labels`` (N, K), and the class names and preprocessing in the file's
+  metadata (``mmsoftpool.classes``, ``mmsoftpool.preprocess``, JSON);
 * an MMPretrain classifier: the class scores.
 
 Two-stage detectors (Mask R-CNN) are refused: their RoI heads run mmcv's
@@ -21,15 +24,21 @@ The exported model is then run on a random input beside PyTorch eager and the
 largest difference printed; ``--format onnx`` also passes ``onnx.checker`` and
 runs in ONNX Runtime (CPU). ``--benchmark N`` times both (median of N).
 """
+import json
 import os.path as osp
 import statistics
 import time
+import warnings
 
 import torch
 from torch import nn
 
 import mmsoftpool
 from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
+from mmsoftpool.deployment import onnxruntime_detector as ort_detector
+from mmsoftpool.deployment.end2end import DenseDetectorEnd2End, UnsupportedDetector
+from mmsoftpool.deployment.nms import ONNX_TRANSLATIONS
+from mmsoftpool.engine.hooks.checkpoint_match_hook import compare_state_dicts
 from mmsoftpool.tools.launch import (CfgOptions, ToolParser, UserError,
                                      add_overwrite_arg, checkpoint_source,
                                      int_at_least, load_config, output_path,
@@ -57,24 +66,42 @@ class TensorOutputs(nn.Module):
                 [f'bbox_pred_{i}' for i in range(levels)])
 
 
-def build(cfg, checkpoint: str):
-    """The eval-mode model of ``cfg`` with ``checkpoint`` (safe loading) on
-    CPU, and what kind of model it is."""
+def build(cfg, source: str, config_file: str):
+    """The eval-mode model of ``cfg`` with the checkpoint at ``source``
+    (safe loading) on CPU, and what kind of model it is. A checkpoint that
+    leaves some of the model's tensors unset is refused."""
+    from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
     if cfg.get('default_scope') == 'mmpretrain':
-        from mmpretrain.apis import init_model
-        return init_model(cfg, checkpoint, device='cpu'), 'classifier'
-    from mmdet.apis import init_detector
-    if 'roi_head' in cfg.model:
-        raise UserError(
-            f'{cfg.model.type} is a two-stage detector: its RoI heads run '
-            "mmcv's RoIAlign, which this exporter cannot turn into standard "
-            'operators; export a one-stage detector (RetinaNet) or a '
-            'classifier')
-    model = init_detector(cfg, checkpoint, device='cpu')
-    if not hasattr(model, 'bbox_head'):
+        from mmpretrain.apis import init_model as init
+        kind = 'classifier'
+    else:
+        from mmdet.apis import init_detector as init
+        kind = 'detector'
+        if 'roi_head' in cfg.model:
+            raise UserError(
+                f'{cfg.model.type} is a two-stage detector: its RoI heads run '
+                "mmcv's RoIAlign, which this exporter cannot turn into standard "
+                'operators; export a one-stage detector (RetinaNet) or a '
+                'classifier')
+    with warnings.catch_warnings():  # "checkpoint is None": it is loaded below
+        warnings.simplefilter('ignore')
+        model = init(cfg, None, device='cpu')
+    if kind == 'detector' and not hasattr(model, 'bbox_head'):
         raise UserError(f'{cfg.model.type}: only one-stage detectors with a '
                         'bbox_head are exported')
-    return model, 'detector'
+    checkpoint = _load_checkpoint(source, map_location='cpu')
+    diff = compare_state_dicts(model.state_dict(), checkpoint.get('state_dict', checkpoint))
+    if diff['missing'] or diff['mismatched']:
+        first = (diff['mismatched'] or diff['missing'])[0]
+        raise UserError(
+            f'checkpoint {source!r} is not one of the model of {config_file} '
+            f'({type(model).__name__}): {len(diff["missing"])} of its tensors '
+            f'missing and {len(diff["mismatched"])} of other shapes, e.g. {first}')
+    _load_checkpoint_to_model(model, checkpoint)
+    meta = checkpoint.get('meta', {}).get('dataset_meta')
+    if meta:
+        model.dataset_meta = {key.lower(): value for key, value in meta.items()}
+    return model.eval(), kind
 
 
 def dynamic_shapes(dynamic: bool):
@@ -96,14 +123,17 @@ def onnx_nodes(graph):
                 yield from onnx_nodes(attribute.g)
 
 
-def export_onnx(wrapper, image, out, dynamic):
+def export_onnx(wrapper, image, out, dynamic, metadata):
     import onnx
     program = torch.onnx.export(
         wrapper, (image, ), dynamo=True, input_names=['input'],
         output_names=wrapper.output_names(),
-        dynamic_shapes=dynamic_shapes(dynamic))
+        dynamic_shapes=dynamic_shapes(dynamic),
+        custom_translation_table=ONNX_TRANSLATIONS)
     program.save(out)
     model = onnx.load(out)
+    onnx.helper.set_model_props(model, metadata)
+    onnx.save(model, out)
     onnx.checker.check_model(model, full_check=True)
     op_types = sorted({(n.domain or 'ai.onnx', n.op_type) for n in onnx_nodes(model.graph)})
     foreign = [f'{d}::{t}' for d, t in op_types if d != 'ai.onnx']
@@ -121,14 +151,22 @@ def export_onnx(wrapper, image, out, dynamic):
     return run
 
 
-def export_pt2(wrapper, image, out, dynamic):
+def capture(wrapper, image, dynamic, decompositions=None):
+    """``torch.export`` of the wrapper on ``image``, decomposed with
+    ``decompositions`` if given."""
     # A dynamic dim of size 1 in the example (batch 1) would be specialised
     # to 1; the ONNX exporter avoids that with the same (private) setting.
     from torch.fx.experimental import _config as fx_config
     with fx_config.patch(backed_size_oblivious=dynamic):
         program = torch.export.export(wrapper, (image, ),
                                       dynamic_shapes=dynamic_shapes(dynamic))
-        program = program.run_decompositions(mmsoftpool.export_decompositions())
+        if decompositions is not None:
+            program = program.run_decompositions(decompositions)
+    return program
+
+
+def export_pt2(wrapper, image, out, dynamic, metadata):
+    program = capture(wrapper, image, dynamic, mmsoftpool.export_decompositions())
     leftover = [n for n in program.graph.nodes if 'mmsoftpool' in str(n.target)]
     if leftover:
         raise UserError(f'SoftPool nodes left in the graph: {leftover}')
@@ -178,6 +216,9 @@ def parse_args():
                         metavar=('N', 'C', 'H', 'W'), help='the example input')
     parser.add_argument('--dynamic', action='store_true',
                         help='batch, height and width dynamic in the export')
+    parser.add_argument('--end2end', action='store_true',
+                        help='a detector with its post-processing: outputs '
+                        'dets and labels (ONNX only)')
     parser.add_argument('--out', help='default: the config name + .onnx / .pt2')
     add_overwrite_arg(parser)
     parser.add_argument('--tolerance', type=float, default=1e-4,
@@ -190,7 +231,30 @@ def parse_args():
     args = parser.parse_args()
     if not args.tolerance > 0:
         parser.error(f'--tolerance must be positive, got {args.tolerance}')
+    if args.end2end and args.format != 'onnx':
+        parser.error(f'--end2end exports ONNX (its NMS is ONNX\'s), not --format {args.format}')
     return args
+
+
+def metadata(cfg, model, kind, end2end) -> dict:
+    """What the file carries besides the graph (JSON, no code): the class
+    names and, for an end-to-end detector, the preprocessing the graph's
+    input assumes, so that an application can run it without the config."""
+    props = {ort_detector.META_CLASSES: json.dumps(
+        list(getattr(model, 'dataset_meta', {}).get('classes', ())))}
+    if not end2end:
+        return props
+    pre = cfg.model.get('data_preprocessor', {})
+    resize = [step for step in cfg.test_dataloader.dataset.pipeline
+              if step.get('type') == 'Resize']
+    props[ort_detector.META_KIND] = ort_detector.END2END
+    props[ort_detector.META_PREPROCESS] = json.dumps(dict(
+        mean=list(pre.get('mean', [0, 0, 0])), std=list(pre.get('std', [1, 1, 1])),
+        bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)),
+        pad_size_divisor=pre.get('pad_size_divisor', 1),
+        resize=dict(scale=list(resize[0].scale), keep_ratio=resize[0].get('keep_ratio', False))
+        if resize else None))
+    return props
 
 
 def main():
@@ -205,14 +269,29 @@ def main():
     out = output_path(
         args.out or osp.splitext(osp.basename(args.config))[0] + f'.{args.format}',
         '--out', args.overwrite)
-    model, kind = build(cfg, args.checkpoint)
-    wrapper = TensorOutputs(model, kind).eval()
+    model, kind = build(cfg, args.checkpoint, args.config)
+    if args.end2end:
+        if kind != 'detector':
+            raise UserError(f'--end2end: {args.config} is not a detector')
+        try:
+            wrapper = DenseDetectorEnd2End(model).eval()
+        except UnsupportedDetector as error:
+            raise UserError(str(error)) from None
+    else:
+        wrapper = TensorOutputs(model, kind).eval()
     image = torch.randn(*args.shape)
+    if args.end2end and args.dynamic and args.shape[2] == args.shape[3]:
+        # traced on a square image, the end-to-end graph comes out with its
+        # height and width tied (it then fails on any other aspect ratio)
+        image = torch.randn(*args.shape[:3], args.shape[3] + 32)
+        print(f'[export] traced at {tuple(image.shape)}: a square example '
+              'would tie the dynamic height to the width')
     exporter = export_onnx if args.format == 'onnx' else export_pt2
-    run = exporter(wrapper, image, out, args.dynamic)
+    run = exporter(wrapper, image, out, args.dynamic,
+                   metadata(cfg, model, kind, args.end2end))
     check(run, wrapper, image, out, args.tolerance)
     if args.dynamic:  # another batch and size (multiples of 32 kept for FPNs)
-        n, c, h, w = args.shape
+        n, c, h, w = image.shape
         check(run, wrapper, torch.randn(n + 1, c, h + 32, w + 64), out,
               args.tolerance)
     if args.benchmark:
