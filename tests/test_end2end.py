@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import mmsoftpool  # noqa: F401
-from mmsoftpool.deployment.end2end import DenseDetectorEnd2End
+from mmsoftpool.deployment.end2end import DenseDetectorEnd2End, decided_rows
 from mmsoftpool.deployment.nms import nms
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -38,7 +38,7 @@ def onnx_nms(boxes, scores, iou_threshold, score_threshold):
         [helper.make_tensor('max', TensorProto.INT64, [1], [10**6]),
          helper.make_tensor('iou', TensorProto.FLOAT, [1], [iou_threshold]),
          helper.make_tensor('score', TensorProto.FLOAT, [1], [score_threshold])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)], ir_version=9)
     session = onnxruntime.InferenceSession(model.SerializeToString(),
                                            providers=['CPUExecutionProvider'])
     return session.run(None, {'boxes': boxes.numpy(), 'scores': scores.numpy()})[0]
@@ -98,16 +98,16 @@ def run(*args, cwd, check=True):
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-    """A shortened demo (2 epochs on 8 images), its config as the Runner
+    """A shortened demo (10 epochs on 16 images), its config as the Runner
     dumped it (data paths included) and its end-to-end ONNX export with a
     dynamic batch and size, made in a folder outside the checkout."""
     folder = tmp_path_factory.mktemp('end2end')
     work = folder / 'work'
     run(osp.join(TOOLS, 'demo.py'), '--data-root', str(folder / 'data'), '--work-dir',
-        str(work), '--num-train', '8', '--num-val', '8', '--show-images', '1',
-        '--cfg-options', 'train_cfg.max_epochs=2', 'model.test_cfg.score_thr=0.0',
+        str(work), '--num-train', '16', '--num-val', '8', '--show-images', '1',
+        '--cfg-options', 'train_cfg.max_epochs=10', 'model.test_cfg.score_thr=0.0',
         cwd=folder)
-    config, checkpoint = str(work / 'retinanet_r18_softpool_demo.py'), str(work / 'epoch_2.pth')
+    config, checkpoint = str(work / 'retinanet_r18_softpool_demo.py'), str(work / 'epoch_10.pth')
     model = str(folder / 'retina.onnx')
     exported = run(osp.join(TOOLS, 'deployment', 'export.py'), config, checkpoint, '--end2end',
                    '--dynamic', '--shape', '1', '3', '128', '128', '--out', model, cwd=folder)
@@ -149,15 +149,21 @@ def test_onnxruntime_coco_ap_matches_pytorch(trained):
     assert torch_stats[1] > 0  # mAP_50: something to compare
     assert abs(ort_stats[0] - torch_stats[0]) <= 0.005
     assert abs(ort_stats[1] - torch_stats[1]) <= 0.005
-    # the same detections, up to float32 rounding
-    key = lambda r: (r['image_id'], -r['score'])  # noqa: E731
-    torch_results.sort(key=key)
-    ort_results.sort(key=key)
-    assert len(ort_results) == len(torch_results)
-    for ours, theirs in zip(ort_results, torch_results):
-        assert ours['category_id'] == theirs['category_id']
-        assert ours['score'] == pytest.approx(theirs['score'], abs=1e-4)
-        np.testing.assert_allclose(ours['bbox'], theirs['bbox'], atol=1e-2)
+    # the same detections, up to float32 rounding, where their ranks do not
+    # hang on rounding (a barely trained model has many near-equal scores)
+    compared = 0
+    for image_id in {r['image_id'] for r in torch_results}:
+        theirs, ours = ([r for r in results if r['image_id'] == image_id]
+                        for results in (torch_results, ort_results))
+        theirs.sort(key=lambda r: -r['score'])
+        ours.sort(key=lambda r: -r['score'])
+        rows = decided_rows(torch.tensor([r['score'] for r in theirs]))
+        compared += rows
+        for mine, expected in zip(ours[:rows], theirs[:rows]):
+            assert mine['category_id'] == expected['category_id']
+            assert mine['score'] == pytest.approx(expected['score'], abs=1e-6)
+            np.testing.assert_allclose(mine['bbox'], expected['bbox'], atol=1e-2)
+    assert compared >= 8, compared
 
 
 def test_inference_tool_paints_onnxruntime_boxes(trained):
