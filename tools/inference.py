@@ -72,8 +72,9 @@ def main():
     from mmdet.apis import DetInferencer
     if args.backend == 'onnxruntime':
         onnxruntime_model_cfg(cfg, args.checkpoint)
-        with warnings.catch_warnings():  # "weights is None": the file holds them
-            warnings.simplefilter('ignore')
+        # "weights is None": the file holds them (record=True: the inferencer
+        # may reset the warning filters)
+        with warnings.catch_warnings(record=True):
             inferencer = DetInferencer(model=cfg, weights=None, device='cpu')
         # the class names the ONNX file carries, not the COCO default
         classes = inferencer.model.session_classes

@@ -84,13 +84,14 @@ def build(cfg, source: str, config_file: str):
                 "mmcv's RoIAlign, which this exporter cannot turn into standard "
                 'operators; export a one-stage detector (RetinaNet) or a '
                 'classifier')
-    with warnings.catch_warnings():  # "checkpoint is None": it is loaded below
-        warnings.simplefilter('ignore')
+    checkpoint = _load_checkpoint(source, map_location='cpu')
+    # record=True keeps init_detector's "checkpoint is None" warning (it
+    # resets the filters itself) from the output: the checkpoint is loaded here
+    with warnings.catch_warnings(record=True):
         model = init(cfg, None, device='cpu')
     if kind == 'detector' and not hasattr(model, 'bbox_head'):
         raise UserError(f'{cfg.model.type}: only one-stage detectors with a '
                         'bbox_head are exported')
-    checkpoint = _load_checkpoint(source, map_location='cpu')
     diff = compare_state_dicts(model.state_dict(), checkpoint.get('state_dict', checkpoint))
     if diff['missing'] or diff['mismatched']:
         first = (diff['mismatched'] or diff['missing'])[0]
