@@ -24,8 +24,7 @@ import cv2
 import mmsoftpool  # noqa: F401  SoftPool layers, backbones, safe loading
 from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
 from mmsoftpool.deployment.onnxruntime_detector import (ONNXModelError,
-                                                        onnxruntime_model_cfg,
-                                                        open_session)
+                                                        onnxruntime_model_cfg)
 from mmsoftpool.tools.launch import (ToolParser, UserError, add_overwrite_arg,
                                      checkpoint_source, device_arg,
                                      load_config, output_path, positive_int,
@@ -62,7 +61,6 @@ def main():
         if args.device != 'cpu':
             raise UserError('--backend onnxruntime runs on the CPU, not '
                             f'--device {args.device}')
-        open_session(args.checkpoint)  # a missing or foreign file fails here
     else:
         checkpoint_source(args.checkpoint, 'checkpoint')
     for results in ('vis', 'preds'):

@@ -8,7 +8,8 @@ from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
 from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
-from mmsoftpool.deployment.onnxruntime_detector import ONNXModelError
+from mmsoftpool.deployment.onnxruntime_detector import (ONNXModelError,
+                                                        onnxruntime_model_cfg)
 from mmsoftpool.engine import CheckpointMatchHook, CheckpointMismatchError
 from mmsoftpool.tools.launch import (ToolParser, UserError,
                                       add_check_images_arg, add_overwrite_arg,
@@ -104,16 +105,14 @@ def require_all_parameters(cfg, required: bool) -> None:
 
 
 def use_onnxruntime(cfg, args) -> None:
-    """The config's model becomes the ONNX file run in ONNX Runtime."""
-    from mmsoftpool.deployment.onnxruntime_detector import (
-        onnxruntime_model_cfg, open_session)
+    """The config's model becomes the ONNX file run in ONNX Runtime (a
+    missing or foreign file fails when the Runner builds it)."""
     if library_of(cfg, '--backend onnxruntime') != 'mmdet':
         raise UserError('--backend onnxruntime evaluates detectors (mmdet '
                         f'configs), not default_scope={cfg.default_scope!r}')
     if args.launcher != 'none':
         raise UserError('--backend onnxruntime runs in one process, not '
                         f'--launcher {args.launcher}')
-    open_session(args.checkpoint)  # a missing or foreign file fails here
     onnxruntime_model_cfg(cfg, args.checkpoint)
 
 
