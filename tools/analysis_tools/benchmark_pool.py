@@ -183,9 +183,6 @@ def benchmark_dtype(args, measure, dtype_name):
     dtype = getattr(torch, dtype_name)
     dims = len(args.shape) - 2
     methods = dict(METHODS[dims])
-    if not args.no_compile:
-        methods['compiled_formula'] = compiled_formula(
-            F.avg_pool2d if dims == 2 else F.avg_pool3d)
     max_name, avg_name = f'max_pool{dims}d', f'avg_pool{dims}d'
     rows = []
     for memory_format in args.memory_format:
@@ -206,6 +203,12 @@ def benchmark_dtype(args, measure, dtype_name):
             if measure == 'time':
                 out_shape = METHODS[dims][max_name](x, k, s, p).shape
                 floors.update(fair_floors(x, out_shape, fmt, buffer, device, args))
+            if not args.no_compile:
+                # a fresh compilation per case: dynamo's cache (and its recompile
+                # limit, past which it would run the formula eagerly) is per function
+                torch._dynamo.reset()
+                methods['compiled_formula'] = compiled_formula(
+                    F.avg_pool2d if dims == 2 else F.avg_pool3d)
             results = {}
             for name, method in methods.items():
                 xg = x.detach().requires_grad_()
