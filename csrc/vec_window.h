@@ -8,11 +8,14 @@
 // as ATen's at::vec does, and the copies do not collide.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "cpu/soft_pool_cpu.h"
 #include "window.h"
@@ -93,13 +96,59 @@ C10_ALWAYS_INLINE Vectorized<float> log_normaliser(const Vectorized<float>& s) {
 // double: Sleef's log (1 ulp); double is not on the fast path.
 inline Vectorized<double> log_normaliser(const Vectorized<double>& s) { return s.log(); }
 
+// Tensors hold `T` (float, double, BFloat16, Half); the kernels compute in
+// compute_t<T> (float for BFloat16 and Half, as at::opmath_type): values are
+// widened on load and rounded once, to nearest even, on store.
+template <typename T>
+using compute_t = at::opmath_type<T>;
+
+template <typename T>
+constexpr bool kWidened = !std::is_same_v<T, compute_t<T>>;
+
+// The first Vectorized<compute_t<T>>::size() values at ptr.
+template <typename T>
+C10_ALWAYS_INLINE Vectorized<compute_t<T>> load_widened(const T* ptr) {
+  if constexpr (kWidened<T>) {
+    Vectorized<float> v;
+    at::vec::load_to_float(ptr, v);
+    return v;
+  } else {
+    return Vectorized<T>::loadu(ptr);
+  }
+}
+
+// The first `count` values at ptr, 0 in the other lanes.
+template <typename T>
+C10_ALWAYS_INLINE Vectorized<compute_t<T>> load_widened(const T* ptr, int64_t count) {
+  using Vec = Vectorized<compute_t<T>>;
+  if constexpr (kWidened<T>) {
+    if (count >= Vec::size()) return load_widened(ptr);
+    alignas(64) T buffer[Vec::size()] = {};
+    std::copy_n(ptr, count, buffer);
+    return load_widened<T>(buffer);
+  } else {
+    return Vec::loadu(ptr, count);
+  }
+}
+
+// Stores the first `count` lanes of v at ptr, rounded to T.
+template <typename T>
+C10_ALWAYS_INLINE void store_rounded(const Vectorized<compute_t<T>>& v, T* ptr,
+                                     int64_t count = Vectorized<compute_t<T>>::size()) {
+  if constexpr (kWidened<T>) {
+    at::vec::convert_from_float<T>(v, v).store(ptr, count);
+  } else {
+    v.store(ptr, count);
+  }
+}
+
 // Lane j: ptr[j * stride] for j < lanes, else 0 (stride 0: an expanded tensor).
-template <typename Vec>
-inline Vec load_strided(const typename Vec::value_type* ptr, int64_t stride, int64_t lanes) {
-  if (stride == 1) return Vec::loadu(ptr, lanes);
-  alignas(64) typename Vec::value_type buffer[Vec::size()] = {};
+template <typename T>
+inline Vectorized<compute_t<T>> load_strided(const T* ptr, int64_t stride, int64_t lanes) {
+  if (stride == 1) return load_widened(ptr, lanes);
+  alignas(64) T buffer[Vectorized<compute_t<T>>::size()] = {};
   for (int64_t j = 0; j < lanes; ++j) buffer[j] = ptr[j * stride];
-  return Vec::loadu(buffer);
+  return load_widened<T>(buffer);
 }
 
 // kCells > 0: windows of exactly kCells cells, known at compile time so that
@@ -163,8 +212,10 @@ struct VecWindow {
   // The backward of lanes [0, lanes) by window.h's scalar arithmetic (for
   // vectors holding a window with a non-finite maximum), cells in the same
   // order as the vector path, 0 for padding cells and lanes past `lanes`.
-  // Lane j is the window at `index` + j * lane_step in the plane `planes[j]`.
-  static void backward_by_lane(const scalar_t* const* planes, const int64_t* xs,
+  // Lane j is the window at `index` + j * lane_step in the plane `planes[j]`
+  // (of the tensors' type T; grads and log_norms in scalar_t).
+  template <typename T>
+  static void backward_by_lane(const T* const* planes, const int64_t* xs,
                                const PoolGeometry& g, const int64_t* index,
                                const int64_t* lane_step, int64_t lanes, const scalar_t* grads,
                                const scalar_t* log_norms, Vec* cell_grads) {
@@ -186,7 +237,8 @@ struct VecWindow {
                                 p[1] < g.input[1] && p[2] >= 0 && p[2] < g.input[2];
             if (inside)
               buffer[i][j] = cell_gradient(
-                  planes[j][p[0] * xs[0] + p[1] * xs[1] + p[2] * xs[2]], grads[j], stats);
+                  static_cast<scalar_t>(planes[j][p[0] * xs[0] + p[1] * xs[1] + p[2] * xs[2]]),
+                  grads[j], stats);
           }
     }
     for (int64_t i = 0; i < cell_count(g); ++i) cell_grads[i] = Vec::loadu(buffer[i]);
@@ -205,6 +257,21 @@ void with_cell_count(const PoolGeometry& g, F&& f) {
     default:
       return f(VecWindow<scalar_t, 0>{});
   }
+}
+
+// Calls f(G{}) with G the element type of the input gradient the backward
+// writes: T, or compute_t<T> for a BFloat16 or Half input whose gradient
+// soft_pool_cpu.cpp accumulates in float (windows that overlap) and rounds
+// once afterwards.
+template <typename T, typename F>
+void with_gradient_type(const at::Tensor& grad_input, F&& f) {
+  if constexpr (kWidened<T>) {
+    if (grad_input.scalar_type() != c10::CppTypeToScalarType<T>::value) {
+      TORCH_INTERNAL_ASSERT(grad_input.scalar_type() == c10::CppTypeToScalarType<compute_t<T>>::value);
+      return f(compute_t<T>{});
+    }
+  }
+  return f(T{});
 }
 
 }  // namespace CPU_CAPABILITY

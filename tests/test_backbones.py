@@ -251,3 +251,33 @@ def test_invalid_softpool_arguments_are_reported():
             depth=18,
             stem_pool_cfg=dict(
                 type='SoftPool2d', kernel_size=2, stride=2, padding=2))
+
+
+def test_bfloat16_autocast_runs_the_stem_softpool_in_its_input_dtype():
+    """Under CPU bfloat16 autocast the stem SoftPool runs in the dtype it is
+    given (the convolution's bfloat16), as max_pool does: autocast casts
+    nothing for it, so output and input gradient are the op's own bfloat16
+    results, and the whole backward runs."""
+    torch.manual_seed(0)
+    model = SoftPoolResNet(depth=18)
+    model.train()
+    seen = {}
+
+    def hook(module, args, output):
+        seen['input'], seen['output'] = args[0], output
+        args[0].register_hook(lambda g: seen.setdefault('grad_input', g))
+        output.register_hook(lambda g: seen.setdefault('grad_output', g))
+
+    model.maxpool.register_forward_hook(hook)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = sum(out.float().square().mean() for out in model(torch.randn(2, 3, 64, 64)))
+    loss.backward()
+    x = seen['input'].detach()
+    assert x.dtype == seen['output'].dtype == torch.bfloat16
+    assert torch.equal(seen['output'].detach(), SoftPool2d(2, 2)(x))
+    assert seen['grad_output'].dtype == seen['grad_input'].dtype == torch.bfloat16
+    xg = x.clone().requires_grad_()
+    (expected, ) = torch.autograd.grad(SoftPool2d(2, 2)(xg), xg, seen['grad_output'])
+    assert torch.equal(seen['grad_input'], expected)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.conv1.weight.grad is not None

@@ -146,10 +146,10 @@ def with_special_values(x, gen, fraction=0.1):
 
 def generic_cpu_kernel_runs(name, dtype):
     """Whether soft_pool_cpu.cpp runs its generic kernel (not a vectorised
-    one, whose exponential and sums differ) for this layout and dtype: float16
-    and bfloat16 always, float32 and float64 when the input is neither
-    contiguous along W nor channels_last."""
-    return dtype in REDUCED or name == 'strided'
+    one, whose exponential and sums differ) for this layout: every dtype has
+    vectorised kernels, which run when the input is contiguous along W or
+    channels_last."""
+    return name == 'strided'
 
 
 @pytest.mark.parametrize('dim,shape,kernel,stride,padding,ceil_mode', CASES)

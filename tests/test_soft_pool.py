@@ -181,6 +181,24 @@ def test_reduced_precision(device, dtype, tol, scale):
         torch.testing.assert_close(dx.double(), ref_dx, rtol=4 * tol, atol=4 * tol)
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_autocast_keeps_the_input_dtype_as_max_pool(device, dtype):
+    """Autocast (bfloat16 on CPU, float16 on CUDA) casts nothing for SoftPool:
+    it runs in its input's dtype, as max_pool2d does, forward and backward."""
+    fast = torch.bfloat16 if device == 'cpu' else torch.float16
+    x = (torch.randn(2, 4, 10, 12, device=device) * 3).to(dtype).requires_grad_()
+    with torch.autocast(device, dtype=fast):
+        y = soft_pool2d(x, 3, 2, 1)
+        assert y.dtype == F.max_pool2d(x, 3, 2, 1).dtype == dtype
+        grad = torch.randn_like(y)
+        (dx, ) = torch.autograd.grad(y, x, grad)
+    assert dx.dtype == dtype
+    x_plain = x.detach().requires_grad_()
+    y_plain = soft_pool2d(x_plain, 3, 2, 1)
+    assert torch.equal(y, y_plain)
+    assert torch.equal(dx, torch.autograd.grad(y_plain, x_plain, grad)[0])
+
+
 @pytest.mark.parametrize('shift', [1e4, 1e6, -3e7])
 def test_shift_equivariance_and_stable_gradient(device, shift):
     """pool(x + c) = pool(x) + c up to rounding proportional to |c|, and the
@@ -350,13 +368,21 @@ def test_missing_library_says_how_to_build():
     assert 'pip install --no-build-isolation -e .' in result.stderr
 
 
+# Tolerances of the vectorised kernels against the float64 reference of the
+# same (rounded) input: float32 and float64 compute in their own type,
+# bfloat16 and float16 in float32 with one rounding on store (half an ulp:
+# 2**-9 and 2**-12 relative), so within the reduced-precision test's bounds.
+VECTOR_TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 2e-3,
+              torch.bfloat16: 1.6e-2}
+VECTOR_DTYPES = list(VECTOR_TOL)
+
 VECTOR_CASES = [((2, 2), None, 0, False), ((3, 3), 2, 1, False), ((3, 3), 1, 1, True),
                 ((2, 2), 1, 0, False), ((5, 4), (3, 2), (2, 1), True), ((1, 3), (1, 3), 0, False)]
 
 
 @pytest.mark.parametrize('kernel,stride,padding,ceil_mode', VECTOR_CASES)
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('dtype', VECTOR_DTYPES)
 def test_vectorised_kernels_on_wide_inputs(device, kernel, stride, padding, ceil_mode,
                                            memory_format, dtype):
     """Wide rows and many channels, so the SIMD loads, the deinterleaving of
@@ -364,12 +390,14 @@ def test_vectorised_kernels_on_wide_inputs(device, kernel, stride, padding, ceil
     x = (torch.randn(2, 19, 23, 37, dtype=torch.float64, device=device) * 4)
     xv = x.to(dtype).contiguous(memory_format=memory_format).requires_grad_()
     y = soft_pool2d(xv, kernel, stride, padding, ceil_mode)
-    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert y.dtype == dtype
+    tol = VECTOR_TOL[dtype]
     ref_x = x.to(dtype).double().requires_grad_()
     ref_y = soft_pool_reference(ref_x, kernel, stride, padding, ceil_mode)
     torch.testing.assert_close(y.double(), ref_y, rtol=tol, atol=tol)
-    grad = torch.randn_like(ref_y)
+    grad = torch.randn_like(ref_y).to(dtype).double()  # what the op gets
     (dx, ) = torch.autograd.grad(y, xv, grad.to(dtype))
+    assert dx.dtype == dtype and dx.is_contiguous(memory_format=memory_format)
     (ref_dx, ) = torch.autograd.grad(ref_y, ref_x, grad)
     torch.testing.assert_close(dx.double(), ref_dx, rtol=tol, atol=tol)
 
@@ -421,23 +449,23 @@ def channels_last(x):
 
 @pytest.mark.parametrize('shape,kernel,stride,padding,ceil_mode', TALL_CASES)
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('dtype', VECTOR_DTYPES)
 def test_vectorised_kernels_on_tall_inputs(shape, kernel, stride, padding, ceil_mode, layout,
                                            dtype):
     """Against the float64 reference, NaN/inf cells included, and the same
-    bits with 1, 2 and 3 threads (the sums' order is fixed)."""
+    bits with 1 to 4 threads (the sums' order is fixed)."""
     gen = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(shape, generator=gen, dtype=torch.float64) * 4
     pool = SOFT_POOL[len(shape) - 2]
     ref_x = x.to(dtype).double().clone().requires_grad_()
     ref_y = soft_pool_reference(ref_x, kernel, stride, padding, ceil_mode)
-    grad = torch.randn(ref_y.shape, generator=gen, dtype=torch.float64)
+    grad = torch.randn(ref_y.shape, generator=gen, dtype=torch.float64).to(dtype).double()
     (ref_dx, ) = torch.autograd.grad(ref_y, ref_x, grad)
-    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    tol = VECTOR_TOL[dtype]
     results = []
     threads = torch.get_num_threads()
     try:
-        for n in (1, 2, 3):
+        for n in (1, 2, 3, 4):
             torch.set_num_threads(n)
             xv = x.to(dtype, copy=True)
             xv = (channels_last(xv) if layout == 'channels_last' else xv).requires_grad_()

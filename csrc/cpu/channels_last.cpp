@@ -49,14 +49,15 @@ void cell_pointers(T* sample, const int64_t* offsets, int64_t count, T* padding,
   for (int64_t i = 0; i < count; ++i) cells[i] = offsets[i] >= 0 ? sample + offsets[i] : padding;
 }
 
-// Parallel over output rows (sample, od, oh).
-template <typename K>
+// Parallel over output rows (sample, od, oh). Input and output hold T,
+// log_norm scalar_t.
+template <typename T, typename K>
 void forward(const K&, const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
              const PoolGeometry& g) {
   using Vec = typename K::Vec;
   using scalar_t = typename Vec::value_type;
-  const scalar_t* x = input5.const_data_ptr<scalar_t>();
-  scalar_t* y = output5.mutable_data_ptr<scalar_t>();
+  const T* x = input5.const_data_ptr<T>();
+  T* y = output5.mutable_data_ptr<T>();
   scalar_t* ln = log_norm5.mutable_data_ptr<scalar_t>();
   const int64_t channels = input5.size(1), count = K::cell_count(g);
   const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
@@ -65,24 +66,24 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5, at::Tensor
                                                                           int64_t end) {
     Vec cells[K::kMax];
     int64_t offsets[kMaxVectorCells];
-    const scalar_t* cell_at[kMaxVectorCells];
-    const std::vector<scalar_t> padding(channels, -K::kInf);
+    const T* cell_at[kMaxVectorCells];
+    const std::vector<T> padding(channels, -K::kInf);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t oh = row % g.output[1];
       const int64_t od = (row / g.output[1]) % g.output[0];
       const int64_t n = row / (g.output[1] * g.output[0]);
-      const scalar_t* x_sample = x + n * input5.stride(0);
+      const T* x_sample = x + n * input5.stride(0);
       for (int64_t ow = 0; ow < g.output[2]; ++ow) {
         window_cells(xs, g, od, oh, ow, offsets);
         cell_pointers(x_sample, offsets, count, padding.data(), cell_at);
-        scalar_t* y_at = y + element_offset(output5, n, 0, od, oh, ow);
+        T* y_at = y + element_offset(output5, n, 0, od, oh, ow);
         scalar_t* ln_at = ln + element_offset(log_norm5, n, 0, od, oh, ow);
         for (int64_t c0 = 0; c0 < channels; c0 += K::kLanes) {
           const int64_t lanes = std::min(K::kLanes, channels - c0);
-          for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + c0, lanes);
+          for (int64_t i = 0; i < count; ++i) cells[i] = load_widened(cell_at[i] + c0, lanes);
           Vec out, log_norm;
           K::forward(cells, count, out, log_norm);
-          out.store(y_at + c0, lanes);
+          store_rounded(out, y_at + c0, lanes);
           log_norm.store(ln_at + c0, lanes);
         }
       }
@@ -107,16 +108,17 @@ std::vector<uint8_t> covered(int64_t size, int64_t kernel, int64_t stride, int64
 // leave every thread a few items, so that a window's cells are long contiguous
 // runs. Each cell's gradient is stored by the first window reaching it and
 // added by the later ones, so the gradient is written once, with no zeroing
-// pass; cells no window reaches are zeroed.
-template <typename K>
+// pass; cells no window reaches are zeroed. Input and output gradient hold T,
+// log_norm scalar_t, the input gradient G (T, or scalar_t where windows overlap).
+template <typename T, typename G, typename K>
 void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
               const at::Tensor& log_norm5, at::Tensor& grad_input5, const PoolGeometry& g) {
   using Vec = typename K::Vec;
   using scalar_t = typename Vec::value_type;
-  const scalar_t* x = input5.const_data_ptr<scalar_t>();
-  const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
+  const T* x = input5.const_data_ptr<T>();
+  const T* gy = grad5.const_data_ptr<T>();
   const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
-  scalar_t* dx = grad_input5.mutable_data_ptr<scalar_t>();
+  G* dx = grad_input5.mutable_data_ptr<G>();
   const int64_t samples = input5.size(0), channels = input5.size(1), count = K::cell_count(g);
   const int64_t blocks = (channels + K::kLanes - 1) / K::kLanes;
   const int64_t wanted_groups = (4 * at::get_num_threads() + samples - 1) / samples;
@@ -137,24 +139,24 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
   at::parallel_for(0, samples * groups, grain_for(group_work), [&](int64_t begin, int64_t end) {
     Vec cells[K::kMax], cell_grads[K::kMax];
     int64_t x_offsets[kMaxVectorCells], dx_offsets[kMaxVectorCells];
-    const scalar_t* cell_at[kMaxVectorCells];
-    scalar_t* grad_at[kMaxVectorCells];
+    const T* cell_at[kMaxVectorCells];
+    G* grad_at[kMaxVectorCells];
     bool first[kMaxVectorCells];
-    const std::vector<scalar_t> padding(channels, -K::kInf);
-    std::vector<scalar_t> padding_grad(channels);  // padding cells' gradients: written, never read
+    const std::vector<T> padding(channels, -K::kInf);
+    std::vector<G> padding_grad(channels);  // padding cells' gradients: written, never read
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / groups, group = item % groups;
       const int64_t c_begin = group * group_blocks * K::kLanes;
       const int64_t c_end = std::min(channels, c_begin + group_blocks * K::kLanes);
-      const scalar_t* x_sample = x + n * input5.stride(0);
-      scalar_t* dx_sample = dx + n * grad_input5.stride(0);
+      const T* x_sample = x + n * input5.stride(0);
+      G* dx_sample = dx + n * grad_input5.stride(0);
       if (!all_covered)
         for (int64_t d = 0; d < g.input[0]; ++d)
           for (int64_t h = 0; h < g.input[1]; ++h)
             for (int64_t w = 0; w < g.input[2]; ++w)
               if (!(in_window[0][d] && in_window[1][h] && in_window[2][w])) {
-                scalar_t* at = dx_sample + d * ds[0] + h * ds[1] + w * ds[2];
-                std::fill(at + c_begin, at + c_end, scalar_t(0));
+                G* at = dx_sample + d * ds[0] + h * ds[1] + w * ds[2];
+                std::fill(at + c_begin, at + c_end, G(0));
               }
       for (int64_t od = 0; od < g.output[0]; ++od)
         for (int64_t oh = 0; oh < g.output[1]; ++oh)
@@ -165,15 +167,15 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
             cell_pointers(dx_sample, dx_offsets, count, padding_grad.data(), grad_at);
             for (int64_t c0 = c_begin; c0 < c_end; c0 += K::kLanes) {
               const int64_t lanes = std::min(K::kLanes, c_end - c0);
-              const scalar_t* g_at = gy + element_offset(grad5, n, c0, od, oh, ow);
+              const T* g_at = gy + element_offset(grad5, n, c0, od, oh, ow);
               const scalar_t* ln_at = ln + element_offset(log_norm5, n, c0, od, oh, ow);
-              for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + c0, lanes);
-              const Vec grad = load_strided<Vec>(g_at, grad_channel_stride, lanes);
+              for (int64_t i = 0; i < count; ++i) cells[i] = load_widened(cell_at[i] + c0, lanes);
+              const Vec grad = load_strided(g_at, grad_channel_stride, lanes);
               if (!K::backward(cells, count, grad, Vec::loadu(ln_at, lanes), cell_grads)) {
                 alignas(64) scalar_t grads[K::kLanes];
-                const scalar_t* lane_planes[K::kLanes];
+                const T* lane_planes[K::kLanes];
                 for (int64_t l = 0; l < lanes; ++l) {
-                  grads[l] = g_at[l * grad_channel_stride];
+                  grads[l] = static_cast<scalar_t>(g_at[l * grad_channel_stride]);
                   lane_planes[l] = x_sample + c0 + l;
                 }
                 const int64_t index[3] = {od, oh, ow}, step[3] = {0, 0, 0};
@@ -181,8 +183,9 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
                                     cell_grads);
               }
               for (int64_t i = 0; i < count; ++i) {
-                scalar_t* at = grad_at[i] + c0;
-                (first[i] ? cell_grads[i] : Vec::loadu(at, lanes) + cell_grads[i]).store(at, lanes);
+                G* at = grad_at[i] + c0;
+                store_rounded(first[i] ? cell_grads[i] : load_widened(at, lanes) + cell_grads[i],
+                              at, lanes);
               }
             }
           }
@@ -194,17 +197,23 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
 
 void forward_channels(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
                       const PoolGeometry& g) {
-  AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_forward_channels", [&] {
-    with_cell_count<scalar_t>(g, [&](auto kernel) { forward(kernel, input5, output5, log_norm5, g); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
+                                  "soft_pool_forward_channels", [&] {
+    with_cell_count<compute_t<scalar_t>>(
+        g, [&](auto kernel) { forward<scalar_t>(kernel, input5, output5, log_norm5, g); });
   });
 }
 
 void backward_channels(const at::Tensor& grad5, const at::Tensor& input5,
                        const at::Tensor& log_norm5, at::Tensor& grad_input5,
                        const PoolGeometry& g) {
-  AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_backward_channels", [&] {
-    with_cell_count<scalar_t>(
-        g, [&](auto kernel) { backward(kernel, grad5, input5, log_norm5, grad_input5, g); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
+                                  "soft_pool_backward_channels", [&] {
+    with_gradient_type<scalar_t>(grad_input5, [&](auto grad_type) {
+      with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
+        backward<scalar_t, decltype(grad_type)>(kernel, grad5, input5, log_norm5, grad_input5, g);
+      });
+    });
   });
 }
 

@@ -69,13 +69,16 @@ struct RowPhases {
   }
 
   // Columns c0 .. c0 + lanes - 1 of a row, columns past its end as -inf.
-  Vec load_columns(const scalar_t* row, int64_t c0) const {
+  template <typename T>
+  Vec load_columns(const T* row, int64_t c0) const {
     const int64_t n = std::min(kLanes, width - c0);
-    if (n == kLanes) return Vec::loadu(row + c0);
-    return n > 0 ? head_lanes(Vec::loadu(row + c0, n), Vec(-kInf), n) : Vec(-kInf);
+    if (n == kLanes) return load_widened(row + c0);
+    return n > 0 ? head_lanes(load_widened(row + c0, n), Vec(-kInf), n) : Vec(-kInf);
   }
 
-  void split(const scalar_t* row, scalar_t* out) const {
+  // A row of the input (of type T, widened to scalar_t) split by phase.
+  template <typename T>
+  void split(const T* row, scalar_t* out) const {
     for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
       if (simd()) {
         const int64_t c0 = column(0, q0);
@@ -87,7 +90,7 @@ struct RowPhases {
         } else {  // over the left padding: columns before the row are -inf
           alignas(64) scalar_t edge[2 * kLanes];
           for (int64_t t = 0; t < stride * kLanes; ++t)
-            edge[t] = c0 + t >= 0 && c0 + t < width ? row[c0 + t] : -kInf;
+            edge[t] = c0 + t >= 0 && c0 + t < width ? static_cast<scalar_t>(row[c0 + t]) : -kInf;
           even = Vec::loadu(edge);
           if (stride == 2) std::tie(even, odd) = at::vec::deinterleave2(even, Vec::loadu(edge + kLanes));
         }
@@ -102,24 +105,29 @@ struct RowPhases {
         for (int64_t r = 0; r < stride; ++r)
           for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
             const int64_t c = column(r, q);
-            out[r * length + q] = q >= used ? scalar_t(0) : c >= 0 && c < width ? row[c] : -kInf;
+            out[r * length + q] = q >= used                ? scalar_t(0)
+                                  : c >= 0 && c < width ? static_cast<scalar_t>(row[c])
+                                                        : -kInf;
           }
       }
     }
   }
 
-  // row[c0 ..] = v (or += v), for the columns inside the row.
-  void store_columns(Vec v, scalar_t* row, int64_t c0, bool accumulate) const {
+  // row[c0 ..] = v (or += v), for the columns inside the row, rounded to G.
+  template <typename G>
+  void store_columns(Vec v, G* row, int64_t c0, bool accumulate) const {
     const int64_t n = std::min(kLanes, width - c0);
     if (n <= 0) return;
-    if (accumulate) v = v + Vec::loadu(row + c0, n);
-    v.store(row + c0, n);
+    if (accumulate) v = v + load_widened(row + c0, n);
+    store_rounded(v, row + c0, n);
   }
 
   // row[c] = the entry of column c (0 where no window reaches), or row[c] +=
   // it with `accumulate` (then columns no window reaches are left alone).
-  // Entries no window reads hold 0 (their lanes carry no gradient).
-  void merge(const scalar_t* split, scalar_t* row, bool accumulate) const {
+  // Entries no window reads hold 0 (their lanes carry no gradient). The row
+  // holds G: scalar_t, or the tensors' type where each row is merged once.
+  template <typename G>
+  void merge(const scalar_t* split, G* row, bool accumulate) const {
     for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
       if (simd()) {
         const int64_t c0 = column(0, q0);
@@ -133,7 +141,8 @@ struct RowPhases {
           low.store(edge);
           if (stride == 2) high.store(edge + kLanes);
           for (int64_t t = -c0; t < std::min(stride * kLanes, width - c0); ++t)
-            row[c0 + t] = accumulate ? row[c0 + t] + edge[t] : edge[t];
+            row[c0 + t] = static_cast<G>(
+                accumulate ? static_cast<scalar_t>(row[c0 + t]) + edge[t] : edge[t]);
         }
       } else {
         for (int64_t r = 0; r < stride; ++r)
@@ -141,12 +150,12 @@ struct RowPhases {
             const int64_t c = column(r, q);
             if (c < 0 || c >= width) continue;
             const scalar_t v = q < used ? split[r * length + q] : scalar_t(0);
-            row[c] = accumulate ? row[c] + v : v;
+            row[c] = static_cast<G>(accumulate ? static_cast<scalar_t>(row[c]) + v : v);
           }
       }
     }
     const int64_t past = std::max<int64_t>(0, column(0, length));  // columns past every entry
-    if (!accumulate && past < width) std::fill(row + past, row + width, scalar_t(0));
+    if (!accumulate && past < width) std::fill(row + past, row + width, G(0));
   }
 };
 
@@ -168,8 +177,8 @@ class RowSlots {
   // oh) of `plane` (x_plane, spatial strides xs), nullptr for padding rows,
   // splitting the rows not held yet; evict(tag, grad) is called first for a
   // row that leaves its slot.
-  template <typename Evict>
-  void window_rows(int64_t plane, const scalar_t* x_plane, const int64_t* xs, int64_t od,
+  template <typename T, typename Evict>
+  void window_rows(int64_t plane, const T* x_plane, const int64_t* xs, int64_t od,
                    int64_t oh, scalar_t** rows, scalar_t** grads, Evict&& evict) {
     for (int64_t kd = 0; kd < g_.kernel[0]; ++kd) {
       const int64_t d = od * g_.stride[0] - g_.padding[0] + kd;
@@ -230,7 +239,7 @@ void cell_pointers(const RowPhases<scalar_t>& phases, const PoolGeometry& g,
 // AVX-512, the ResNet stem) are computed two rows to a vector: the pending
 // row's end in lanes [0, t), the next row's in [t, 2t). Lanes are independent
 // windows, so the results are the same bits as one row end to a vector.
-template <typename K>
+template <typename K, typename T>
 class PairedRowEnds {
  public:
   using Vec = typename K::Vec;
@@ -246,7 +255,7 @@ class PairedRowEnds {
 
   // The row end whose cells start at cell_at[i] + start() and whose outputs
   // go to y_row, ln_row (+ start()): held until the next one, then both run.
-  void add(scalar_t* const* cell_at, scalar_t* y_row, scalar_t* ln_row) {
+  void add(scalar_t* const* cell_at, T* y_row, scalar_t* ln_row) {
     const int64_t lane = pending_y_ ? tail_ : 0;
     for (int64_t i = 0; i < count_; ++i) Vec::loadu(cell_at[i] + start_).store(cells_[i] + lane);
     if (!pending_y_) {
@@ -267,11 +276,12 @@ class PairedRowEnds {
     for (int64_t i = 0; i < count_; ++i) cells[i] = Vec::loadu(cells_[i]);
     Vec out, log_norm;
     K::forward(cells, count_, out, log_norm);
-    out.store(out_lanes_);
+    store_rounded(out, out_lanes_);
     log_norm.store(ln_lanes_);
     std::copy_n(out_lanes_, tail_, pending_y_);
     std::copy_n(ln_lanes_, tail_, pending_ln_);
-    pending_y_ = pending_ln_ = nullptr;
+    pending_y_ = nullptr;
+    pending_ln_ = nullptr;
   }
 
  private:
@@ -279,20 +289,21 @@ class PairedRowEnds {
   // Room for two row ends; lanes past them hold cells read past the row ends
   // (split entries or padding), whose results are dropped.
   alignas(64) scalar_t cells_[K::kMax][2 * K::kLanes];
-  alignas(64) scalar_t out_lanes_[K::kLanes], ln_lanes_[K::kLanes];
-  scalar_t* pending_y_ = nullptr;
+  alignas(64) T out_lanes_[K::kLanes];
+  alignas(64) scalar_t ln_lanes_[K::kLanes];
+  T* pending_y_ = nullptr;
   scalar_t* pending_ln_ = nullptr;
 };
 
 // Parallel over output rows (sample, channel, od, oh): all threads busy
-// whatever the batch.
-template <typename K>
+// whatever the batch. Input and output hold T, log_norm scalar_t.
+template <typename T, typename K>
 void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
              at::Tensor& log_norm5, const PoolGeometry& g) {
   using Vec = typename K::Vec;
   using scalar_t = typename Vec::value_type;
-  const scalar_t* x = input5.const_data_ptr<scalar_t>();
-  scalar_t* y = output5.mutable_data_ptr<scalar_t>();
+  const T* x = input5.const_data_ptr<T>();
+  T* y = output5.mutable_data_ptr<T>();
   scalar_t* ln = log_norm5.mutable_data_ptr<scalar_t>();
   const int64_t channels = input5.size(1), count = K::cell_count(g);
   const int64_t xs[2] = {input5.stride(2), input5.stride(3)};
@@ -303,7 +314,7 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
     RowSlots<scalar_t> slots(phases, g, /*with_grad=*/false);
     const std::unique_ptr<scalar_t[]> padding(new scalar_t[phases.size()]);
     std::fill(padding.get(), padding.get() + phases.size(), -K::kInf);
-    PairedRowEnds<K> row_ends(g);
+    PairedRowEnds<K, T> row_ends(g);
     const int64_t vector_end = row_ends.used() ? row_ends.start() : g.output[2];
     scalar_t* window_rows[kMaxVectorCells];
     scalar_t* cell_at[kMaxVectorCells];
@@ -314,14 +325,14 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
       slots.window_rows(plane, x + n * input5.stride(0) + c * input5.stride(1), xs, od, oh,
                         window_rows, nullptr, [](int64_t, scalar_t*) {});
       cell_pointers(phases, g, window_rows, padding.get(), cell_at);
-      scalar_t* y_row = y + element_offset(output5, n, c, od, oh, 0);
+      T* y_row = y + element_offset(output5, n, c, od, oh, 0);
       scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
       for (int64_t ow0 = 0; ow0 < vector_end; ow0 += K::kLanes) {
         const int64_t lanes = std::min(K::kLanes, g.output[2] - ow0);
         for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + ow0);
         Vec out, log_norm;
         K::forward(cells, count, out, log_norm);
-        out.store(y_row + ow0, lanes);
+        store_rounded(out, y_row + ow0, lanes);
         log_norm.store(ln_row + ow0, lanes);
       }
       if (row_ends.used()) row_ends.add(cell_at, y_row, ln_row);
@@ -336,18 +347,19 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
 // order. Chunks are a fixed number of rows, so the sums do not depend on the
 // thread count. A slot's gradient row goes to the input gradient when it leaves
 // the slot: stored the first time, added afterwards; rows no window reaches are
-// zeroed at the end.
+// zeroed at the end. Input and output gradient hold T, log_norm scalar_t, the
+// input gradient G (T, or scalar_t where a row may be merged more than once).
 constexpr int64_t kChunkRows = 16;
 
-template <typename K>
+template <typename T, typename G, typename K>
 void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
               const at::Tensor& log_norm5, at::Tensor& grad_input5, const PoolGeometry& g) {
   using Vec = typename K::Vec;
   using scalar_t = typename Vec::value_type;
-  const scalar_t* x = input5.const_data_ptr<scalar_t>();
-  const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
+  const T* x = input5.const_data_ptr<T>();
+  const T* gy = grad5.const_data_ptr<T>();
   const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
-  scalar_t* dx = grad_input5.mutable_data_ptr<scalar_t>();
+  G* dx = grad_input5.mutable_data_ptr<G>();
   const int64_t channels = input5.size(1), planes = input5.size(0) * channels;
   const int64_t count = K::cell_count(g);
   const int64_t xs[3] = {input5.stride(2), input5.stride(3), 1};
@@ -389,7 +401,7 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
         const int64_t plane = item / phase_chunks, n = plane / channels, c = plane % channels;
         const int64_t j = overlap ? 2 * (item % phase_chunks) + phase : item % phase_chunks;
         const int64_t first = j * chunk, last = std::min(g.output[along], first + chunk);
-        const scalar_t* xp = x + n * input5.stride(0) + c * input5.stride(1);
+        const T* xp = x + n * input5.stride(0) + c * input5.stride(1);
         const int64_t od_end = along == 0 ? last : g.output[0];
         for (int64_t od = along == 0 ? first : 0; od < od_end; ++od) {
           const int64_t oh_end = along == 1 ? last : g.output[1];
@@ -397,19 +409,19 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
             slots.window_rows(plane, xp, xs, od, oh, window_rows, grad_rows, flush);
             cell_pointers(phases, g, window_rows, padding.get(), cell_at);
             cell_pointers(phases, g, grad_rows, padding_grad, grad_at);
-            const scalar_t* g_row = gy + element_offset(grad5, n, c, od, oh, 0);
+            const T* g_row = gy + element_offset(grad5, n, c, od, oh, 0);
             const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
             for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += K::kLanes) {
               // Lanes past the row get gradient 0 and finite cells, so add 0.
               const int64_t lanes = std::min(K::kLanes, g.output[2] - ow0);
               for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + ow0);
-              const scalar_t* g_at = g_row + ow0 * grad_column_stride;
-              const Vec grad = load_strided<Vec>(g_at, grad_column_stride, lanes);
+              const T* g_at = g_row + ow0 * grad_column_stride;
+              const Vec grad = load_strided(g_at, grad_column_stride, lanes);
               if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
                 alignas(64) scalar_t grads[K::kLanes];
-                const scalar_t* lane_planes[K::kLanes];
+                const T* lane_planes[K::kLanes];
                 for (int64_t l = 0; l < lanes; ++l) {
-                  grads[l] = g_at[l * grad_column_stride];
+                  grads[l] = static_cast<scalar_t>(g_at[l * grad_column_stride]);
                   lane_planes[l] = xp;
                 }
                 const int64_t index[3] = {od, oh, ow0}, step[3] = {0, 0, 1};
@@ -428,8 +440,8 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
   at::parallel_for(0, planes, grain_for(plane_rows), [&](int64_t begin, int64_t end) {
     for (int64_t tag = begin * plane_rows; tag < end * plane_rows; ++tag)
       if (!written[tag]) {
-        scalar_t* row = dx_row(tag);
-        std::fill(row, row + g.input[2], scalar_t(0));
+        G* row = dx_row(tag);
+        std::fill(row, row + g.input[2], G(0));
       }
   });
 }
@@ -438,16 +450,22 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
 
 void forward_rows(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
                   const PoolGeometry& g) {
-  AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_forward_rows", [&] {
-    with_cell_count<scalar_t>(g, [&](auto kernel) { forward(kernel, input5, output5, log_norm5, g); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
+                                  "soft_pool_forward_rows", [&] {
+    with_cell_count<compute_t<scalar_t>>(
+        g, [&](auto kernel) { forward<scalar_t>(kernel, input5, output5, log_norm5, g); });
   });
 }
 
 void backward_rows(const at::Tensor& grad5, const at::Tensor& input5, const at::Tensor& log_norm5,
                    at::Tensor& grad_input5, const PoolGeometry& g) {
-  AT_DISPATCH_FLOATING_TYPES(input5.scalar_type(), "soft_pool_backward_rows", [&] {
-    with_cell_count<scalar_t>(
-        g, [&](auto kernel) { backward(kernel, grad5, input5, log_norm5, grad_input5, g); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
+                                  "soft_pool_backward_rows", [&] {
+    with_gradient_type<scalar_t>(grad_input5, [&](auto grad_type) {
+      with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
+        backward<scalar_t, decltype(grad_type)>(kernel, grad5, input5, log_norm5, grad_input5, g);
+      });
+    });
   });
 }
 

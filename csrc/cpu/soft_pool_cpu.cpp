@@ -132,7 +132,9 @@ enum class VectorPath { kRows, kChannels, kNone };
 // `format`, so they are contiguous along W (rows) or C (channels) too.
 VectorPath vector_path(const at::Tensor& input5, const PoolGeometry& g, at::MemoryFormat format) {
   const auto dtype = input5.scalar_type();
-  if ((dtype != at::kFloat && dtype != at::kDouble) || g.cells > kMaxVectorCells)
+  if ((dtype != at::kFloat && dtype != at::kDouble && dtype != at::kBFloat16 &&
+       dtype != at::kHalf) ||
+      g.cells > kMaxVectorCells)
     return VectorPath::kNone;
   // A row split by phase holds `stride` entries an output column: with a
   // stride beyond the cell limit it would be far larger than the row.
@@ -175,17 +177,24 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   const PoolGeometry g =
       make_backward_geometry(grad_output, input, log_norm, kernel_size, stride, padding, ceil_mode);
   const auto format = pooling_memory_format(input);
-  // Accumulate in the accumulation type; reduced precision is rounded once at the end.
-  at::Tensor grad_input = at::empty(
-      input.sizes(),
-      input.options().dtype(at::toOpMathType(input.scalar_type())).memory_format(format));
+  const at::Tensor input5 = as_5d(input);
+  const VectorPath path = vector_path(input5, g, format);
+  // Reduced precision is accumulated in the accumulation type and rounded once
+  // at the end, except where the vector kernels write each cell's gradient
+  // once: windows that do not overlap (a window's own cells are summed in the
+  // accumulation type), so the gradient needs no float32 copy.
+  bool disjoint = true;
+  for (int d = 0; d < 3; ++d) disjoint = disjoint && g.kernel[d] <= g.stride[d];
+  const auto grad_dtype = path != VectorPath::kNone && disjoint
+                              ? input.scalar_type()
+                              : at::toOpMathType(input.scalar_type());
+  at::Tensor grad_input =
+      at::empty(input.sizes(), input.options().dtype(grad_dtype).memory_format(format));
   if (input.numel() > 0) {
     // The vector kernels read log_norm in the output's layout: a log_norm
     // passed in another one (or expanded) is made dense in it first.
-    const at::Tensor grad5 = as_5d(grad_output), input5 = as_5d(input),
-                     log_norm5 = as_5d(log_norm.contiguous(format));
+    const at::Tensor grad5 = as_5d(grad_output), log_norm5 = as_5d(log_norm.contiguous(format));
     at::Tensor grad_input5 = as_5d(grad_input);
-    const VectorPath path = vector_path(input5, g, format);
     if (path == VectorPath::kRows) {
       vector_kernels().backward_rows(grad5, input5, log_norm5, grad_input5, g);
     } else if (path == VectorPath::kChannels) {

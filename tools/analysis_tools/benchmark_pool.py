@@ -10,9 +10,19 @@ vectorised exponential per input), and ``t_copy``, ``buf.copy_(x)`` (the
 memory bandwidth: on a GPU the floor of a pool); and as ratios to max pool
 and to average pool. A third floor, ``t_fresh``, is the time to write a
 newly allocated tensor of the input's size once (page faults included): what
-any backward that returns a new input gradient pays. Memory: peak extra memory of one call, and the part of it
+any backward that returns a new input gradient pays. The "fair" floors are
+what SoftPool must do as users run it: ``t_fair_fwd``, ``torch.exp(x,
+out=buf)`` plus writing fresh tensors of the forward's outputs' sizes
+(``torch.empty(...).zero_()``: the output and log_norm), and ``t_fair_fb``,
+that plus a fresh input-sized gradient. Memory: peak extra memory of one call, and the part of it
 that is not the tensors the call returns (SoftPool's forward returns the
 output and, for the backward, log_norm).
+
+Peers: max pool, average pool, the paper's formula in eager PyTorch
+(``pytorch_formula``) and compiled by ``torch.compile`` (``compiled_formula``,
+inductor's fused kernel; left out with ``--no-compile``). With several
+``--dtype`` values and float32 among them, each row also gives its times as a
+ratio to the float32 row of the same case, layout and method.
 
 Timings run with glibc's heap as users run it (``--heap default``), so a
 call may pay page faults for the tensors it returns, depending on whether
@@ -135,12 +145,44 @@ def returned_mb(name, out):
     return size / 2**20
 
 
+def compiled_formula(avg_pool):
+    """The paper's formula compiled by torch.compile (inductor)."""
+    return torch.compile(pytorch_formula(avg_pool))
+
+
 def benchmark(args, measure):
     """Rows of timings (measure='time') or of peak memory ('memory')."""
+    rows = []
+    for dtype in args.dtype:
+        rows += benchmark_dtype(args, measure, dtype)
+    return rows
+
+
+def fair_floors(x, out_shape, fmt, buffer, device, args):
+    """The fair floors: the exponential plus fresh outputs (and gradient)."""
+    log_norm_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+
+    def fresh_outputs():
+        torch.exp(x, out=buffer)
+        torch.empty(out_shape, dtype=x.dtype, device=device).contiguous(
+            memory_format=fmt).zero_()
+        torch.empty(out_shape, dtype=log_norm_dtype, device=device).contiguous(
+            memory_format=fmt).zero_()
+
+    def fresh_outputs_and_gradient():
+        fresh_outputs()
+        torch.empty_like(x).zero_()
+
+    return dict(t_fair_fwd_ms=timed(fresh_outputs, device, args.warmup, args.repeats),
+                t_fair_fb_ms=timed(fresh_outputs_and_gradient, device, args.warmup,
+                                   args.repeats))
+
+
+def benchmark_dtype(args, measure, dtype_name):
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
+    dtype = getattr(torch, dtype_name)
     dims = len(args.shape) - 2
-    methods = METHODS[dims]
+    methods = dict(METHODS[dims])
     max_name, avg_name = f'max_pool{dims}d', f'avg_pool{dims}d'
     rows = []
     for memory_format in args.memory_format:
@@ -158,6 +200,15 @@ def benchmark(args, measure):
                                 args.repeats),
                 t_fresh_ms=timed(lambda: torch.empty_like(x).fill_(0), device, args.warmup,
                                  args.repeats)) if measure == 'time' else {}
+            if measure == 'time':
+                out_shape = METHODS[dims][max_name](x, k, s, p).shape
+                floors.update(fair_floors(x, out_shape, fmt, buffer, device, args))
+            if not args.no_compile:
+                # a fresh compilation per case: dynamo's cache (and its recompile
+                # limit, past which it would run the formula eagerly) is per function
+                torch._dynamo.reset()
+                methods['compiled_formula'] = compiled_formula(
+                    F.avg_pool2d if dims == 2 else F.avg_pool3d)
             results = {}
             for name, method in methods.items():
                 xg = x.detach().requires_grad_()
@@ -172,6 +223,9 @@ def benchmark(args, measure):
                     torch.autograd.grad(method(xg, k, s, p), xg, grad)
 
                 if measure == 'memory':
+                    if name == 'compiled_formula':  # compile first: its memory is not the call's
+                        forward()
+                        forward_backward()
                     forward_peak = peak_memory_mb(forward, device)
                     results[name] = dict(
                         forward_peak_mb=forward_peak,
@@ -183,12 +237,14 @@ def benchmark(args, measure):
                         forward_backward_ms=timed(forward_backward, device, args.warmup,
                                                   args.repeats))
             for name, r in results.items():
-                row = dict(memory_format=memory_format, kernel=k, stride=s, padding=p,
-                           method=name, **r, **floors)
+                row = dict(dtype=dtype_name, memory_format=memory_format, kernel=k, stride=s,
+                           padding=p, method=name, **r, **floors)
                 if measure == 'time':
-                    for call in ('forward', 'forward_backward'):
+                    for call, fair in (('forward', 't_fair_fwd_ms'),
+                                       ('forward_backward', 't_fair_fb_ms')):
                         ms = r[f'{call}_ms']
                         row.update({
+                            f'{call}_fair_ratio': ms / floors[fair],
                             f'{call}_exp_ratio': ms / floors['t_exp_ms'],
                             f'{call}_copy_ratio': ms / floors['t_copy_ms'],  # bandwidth
                             f'{call}_ratio': ms / results[max_name][f'{call}_ms'],
@@ -198,22 +254,43 @@ def benchmark(args, measure):
     return rows
 
 
+def add_float32_ratios(rows):
+    """forward_float32_ratio, forward_backward_float32_ratio: each row's times
+    over the float32 row of the same case, layout and method, when several
+    dtypes are measured, float32 among them."""
+    if len({r['dtype'] for r in rows}) < 2:
+        return
+    key = ('memory_format', 'kernel', 'stride', 'padding', 'method')
+    float32 = {tuple(r[k] for k in key): r for r in rows if r['dtype'] == 'float32'}
+    for row in rows:
+        base = float32.get(tuple(row[k] for k in key))
+        if base is not None:
+            for call in ('forward', 'forward_backward'):
+                row[f'{call}_float32_ratio'] = row[f'{call}_ms'] / base[f'{call}_ms']
+
+
 def print_table(rows, header):
     print(header)
-    columns = ('memory_format', 'kernel', 'stride', 'padding', 'method', 't_exp_ms',
-               't_copy_ms', 't_fresh_ms', 'forward_ms', 'forward_exp_ratio',
-               'forward_copy_ratio', 'forward_ratio', 'forward_avg_ratio',
-               'forward_backward_ms', 'forward_backward_exp_ratio',
+    columns = ['dtype', 'memory_format', 'kernel', 'stride', 'padding', 'method', 't_exp_ms',
+               't_copy_ms', 't_fresh_ms', 't_fair_fwd_ms', 't_fair_fb_ms', 'forward_ms',
+               'forward_exp_ratio', 'forward_fair_ratio', 'forward_copy_ratio',
+               'forward_ratio', 'forward_avg_ratio', 'forward_backward_ms',
+               'forward_backward_exp_ratio', 'forward_backward_fair_ratio',
                'forward_backward_copy_ratio', 'forward_backward_ratio',
                'forward_backward_avg_ratio', 'forward_peak_mb', 'forward_temporary_mb',
-               'forward_backward_peak_mb')
-    titles = ('format', 'k', 's', 'p', 'method', 't_exp ms', 't_copy ms', 't_fresh ms', 'fwd ms',
-              'fwd/t_exp', 'fwd/t_copy', 'fwd/max', 'fwd/avg', 'f+b ms', 'f+b/t_exp',
-              'f+b/t_copy', 'f+b/max', 'f+b/avg', 'fwd MB', 'fwd temp MB', 'f+b MB')
+               'forward_backward_peak_mb']
+    titles = ['dtype', 'format', 'k', 's', 'p', 'method', 't_exp ms', 't_copy ms',
+              't_fresh ms', 't_fair fwd ms', 't_fair f+b ms', 'fwd ms', 'fwd/t_exp',
+              'fwd/fair', 'fwd/t_copy', 'fwd/max', 'fwd/avg', 'f+b ms', 'f+b/t_exp',
+              'f+b/fair', 'f+b/t_copy', 'f+b/max', 'f+b/avg', 'fwd MB', 'fwd temp MB',
+              'f+b MB']
+    if any('forward_float32_ratio' in row for row in rows):
+        columns += ['forward_float32_ratio', 'forward_backward_float32_ratio']
+        titles += ['fwd/float32', 'f+b/float32']
     print('| ' + ' | '.join(titles) + ' |')
     print('|' + '---|' * len(titles))
     for row in rows:
-        cells = [f'{row[c]:.2f}' if isinstance(row[c], float) else str(row[c])
+        cells = [f'{row[c]:.2f}' if isinstance(row.get(c), float) else str(row.get(c, '-'))
                  for c in columns]
         print('| ' + ' | '.join(cells) + ' |')
 
@@ -236,8 +313,11 @@ def parse_args():
     parser = ToolParser(description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', type=device_arg, default='cpu')
-    parser.add_argument('--dtype', default='float32',
-                        choices=['float32', 'float64', 'float16', 'bfloat16'])
+    parser.add_argument('--dtype', nargs='+', default=['float32'],
+                        choices=['float32', 'float64', 'float16', 'bfloat16'],
+                        help='one or more dtypes, timed in turn')
+    parser.add_argument('--no-compile', action='store_true',
+                        help='leave out the torch.compile\'d formula (compiling takes a while)')
     parser.add_argument('--shape', type=positive_int, nargs='+',
                         default=[16, 64, 112, 112],
                         help='N C H W (2-D) or N C D H W (3-D)')
@@ -316,12 +396,13 @@ def main():
         return
     device = torch.device(args.device)
     machine = machine_description(device)
-    header = (f'torch {torch.__version__}, {machine}, {args.dtype}, '
+    header = (f'torch {torch.__version__}, {machine}, {" ".join(args.dtype)}, '
               f'shape {tuple(args.shape)}, median of {args.repeats}' +
               (f', {heap}' if heap else ''))
     rows = benchmark(args, 'time')
     for row, memory in zip(rows, measure_memory(args)):
         row.update(memory)
+    add_float32_ratios(rows)
     print_table(rows, header)
     if args.json:
         with open(args.json, 'w') as f:
