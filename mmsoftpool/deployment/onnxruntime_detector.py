@@ -9,7 +9,9 @@ The config's ``model`` becomes::
 
 (:func:`onnxruntime_model_cfg`); the config's pipeline and data preprocessor
 make the input as for the PyTorch model, and the boxes are mapped back to the
-original image as mmdet's ``rescale=True`` does.
+original image as mmdet's ``rescale=True`` does; a Mask R-CNN's masks are
+pasted into it as mmdet's ``FCNMaskHead`` pastes them, and binarised at the
+config's ``test_cfg.rcnn.mask_thr_binary``.
 """
 import json
 import os.path as osp
@@ -27,6 +29,7 @@ META_CLASSES = 'mmsoftpool.classes'
 META_PREPROCESS = 'mmsoftpool.preprocess'
 END2END = 'end2end_detector'
 OUTPUTS = ['dets', 'labels']
+MASK_OUTPUTS = OUTPUTS + ['masks']
 
 
 class ONNXModelError(ValueError):
@@ -50,7 +53,7 @@ def open_session(onnx_file: str, threads: int = 0):
                              f'loads: {first}') from None
     meta = session.get_modelmeta().custom_metadata_map
     outputs = [output.name for output in session.get_outputs()]
-    if meta.get(META_KIND) != END2END or outputs != OUTPUTS:
+    if meta.get(META_KIND) != END2END or outputs not in (OUTPUTS, MASK_OUTPUTS):
         raise ONNXModelError(
             f'onnx_file {onnx_file!r} is not an end-to-end detector (outputs '
             f'{outputs}): export it with tools/deployment/export.py --end2end')
@@ -73,13 +76,16 @@ def check_input(session, onnx_file: str, image: np.ndarray) -> None:
 @MODELS.register_module()
 class ONNXRuntimeDetector(BaseModel):
     """Predicts with an end-to-end ONNX detector in ONNX Runtime; training
-    and the tensor mode are refused."""
+    and the tensor mode are refused. ``mask_thr_binary``: the probability
+    from which a pasted mask pixel is in the mask (mmdet's test_cfg)."""
 
     def __init__(self, onnx_file: str, data_preprocessor=None, threads: int = 0,
-                 init_cfg=None):
+                 mask_thr_binary: float = 0.5, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.onnx_file = onnx_file
+        self.mask_thr_binary = mask_thr_binary
         self.session, meta = open_session(onnx_file, threads)
+        self.outputs = [output.name for output in self.session.get_outputs()]
         # the class names of the file (DetInferencer resets dataset_meta)
         self.session_classes = tuple(json.loads(meta[META_CLASSES]))
         self.dataset_meta = {'classes': self.session_classes}
@@ -90,8 +96,9 @@ class ONNXRuntimeDetector(BaseModel):
         # float32 whatever the images were: the data preprocessor's output
         image = inputs.detach().cpu().contiguous().numpy()
         check_input(self.session, self.onnx_file, image)
-        dets, labels = self.session.run(OUTPUTS, {'input': image})
-        for sample, image_dets, image_labels in zip(data_samples, dets, labels):
+        dets, labels, *masks = self.session.run(self.outputs, {'input': image})
+        for i, sample in enumerate(data_samples):
+            image_dets, image_labels = dets[i], labels[i]
             found = image_labels >= 0
             boxes = torch.from_numpy(image_dets[found, :4])
             # the graph clips to the padded input, mmdet to the resized image
@@ -99,15 +106,33 @@ class ONNXRuntimeDetector(BaseModel):
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
             scale = boxes.new_tensor(sample.scale_factor).repeat(2)
+            boxes = boxes / scale
             sample.pred_instances = InstanceData(
-                bboxes=boxes / scale, scores=torch.from_numpy(image_dets[found, 4]),
+                bboxes=boxes, scores=torch.from_numpy(image_dets[found, 4]),
                 labels=torch.from_numpy(image_labels[found]))
+            if masks:
+                sample.pred_instances.masks = self._paste(
+                    torch.from_numpy(masks[0][i][found]), boxes, sample.ori_shape)
         return data_samples
+
+    def _paste(self, masks, boxes, shape):
+        """``FCNMaskHead._predict_by_feat_single`` on CPU: each box's mask
+        bilinearly resized into the original image, then binarised."""
+        from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
+        height, width = shape[:2]
+        pasted = torch.zeros(len(masks), height, width, dtype=torch.bool)
+        for i in range(len(masks)):
+            mask, region = _do_paste_mask(masks[i:i + 1, None], boxes[i:i + 1],
+                                          height, width, skip_empty=True)
+            pasted[(slice(i, i + 1), ) + region] = mask >= self.mask_thr_binary
+        return pasted
 
 
 def onnxruntime_model_cfg(cfg, onnx_file: str) -> None:
     """Points ``cfg`` (an mmdet config) at ``onnx_file`` run in ONNX Runtime,
     in place; the detector's data preprocessor is kept."""
+    rcnn = cfg.model.get('test_cfg', {}).get('rcnn') or {}
     cfg.model = dict(type='mmsoftpool.ONNXRuntimeDetector', onnx_file=onnx_file,
-                     data_preprocessor=cfg.model.get('data_preprocessor'))
+                     data_preprocessor=cfg.model.get('data_preprocessor'),
+                     mask_thr_binary=rcnn.get('mask_thr_binary', 0.5))
     cfg.load_from = None

@@ -14,10 +14,10 @@ comes out:
   (``mmsoftpool.deployment.end2end``), outputs ``dets`` (N, K, 5) and
   ``labels`` (N, K), and the class names and preprocessing in the file's
   metadata (``mmsoftpool.classes``, ``mmsoftpool.preprocess``, JSON);
+* a two-stage detector (Faster / Mask R-CNN): ``--end2end`` only, outputs
+  ``dets``, ``labels`` and, with a mask head, ``masks`` (N, K, 28, 28: each
+  detection's mask probabilities in its box);
 * an MMPretrain classifier: the class scores.
-
-Two-stage detectors (Mask R-CNN) are refused: their RoI heads run mmcv's
-RoIAlign, which has no decomposition for this exporter.
 
 SoftPool leaves the graph as standard operators (``mmsoftpool.ops.export``).
 The exported model is then run on a random input beside PyTorch eager and the
@@ -36,8 +36,7 @@ from torch import nn
 import mmsoftpool
 from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
 from mmsoftpool.deployment import onnxruntime_detector as ort_detector
-from mmsoftpool.deployment.end2end import (DenseDetectorEnd2End, UnsupportedDetector,
-                                           decided_rows)
+from mmsoftpool.deployment.end2end import UnsupportedDetector, decided_rows, end2end_wrapper
 from mmsoftpool.deployment.nms import ONNX_TRANSLATIONS
 from mmsoftpool.engine.hooks.checkpoint_match_hook import compare_state_dicts
 from mmsoftpool.tools.launch import (CfgOptions, ToolParser, UserError,
@@ -67,7 +66,7 @@ class TensorOutputs(nn.Module):
                 [f'bbox_pred_{i}' for i in range(levels)])
 
 
-def build(cfg, source: str, config_file: str):
+def build(cfg, source: str, config_file: str, end2end: bool):
     """The eval-mode model of ``cfg`` with the checkpoint at ``source``
     (safe loading) on CPU, and what kind of model it is. A checkpoint that
     leaves some of the model's tensors unset is refused."""
@@ -78,20 +77,18 @@ def build(cfg, source: str, config_file: str):
     else:
         from mmdet.apis import init_detector as init
         kind = 'detector'
-        if 'roi_head' in cfg.model:
+        if 'roi_head' in cfg.model and not end2end:
             raise UserError(
-                f'{cfg.model.type} is a two-stage detector: its RoI heads run '
-                "mmcv's RoIAlign, which this exporter cannot turn into standard "
-                'operators; export a one-stage detector (RetinaNet) or a '
-                'classifier')
+                f'{cfg.model.type} is a two-stage detector: its raw outputs '
+                'are per-RoI, after post-processing; export it with --end2end')
     checkpoint = _load_checkpoint(source, map_location='cpu')
     # record=True keeps init_detector's "checkpoint is None" warning (it
     # resets the filters itself) from the output: the checkpoint is loaded here
     with warnings.catch_warnings(record=True):
         model = init(cfg, None, device='cpu')
-    if kind == 'detector' and not hasattr(model, 'bbox_head'):
-        raise UserError(f'{cfg.model.type}: only one-stage detectors with a '
-                        'bbox_head are exported')
+    if kind == 'detector' and not hasattr(model, 'bbox_head') and not end2end:
+        raise UserError(f'{cfg.model.type}: only detectors with a bbox_head '
+                        'export their raw outputs')
     diff = compare_state_dicts(model.state_dict(), checkpoint.get('state_dict', checkpoint))
     if diff['missing'] or diff['mismatched']:
         first = (diff['mismatched'] or diff['missing'])[0]
@@ -190,7 +187,7 @@ def check(run, wrapper, image, out, tolerance):
     with torch.no_grad():
         expected = wrapper(image)
     got = run(image)
-    if isinstance(wrapper, DenseDetectorEnd2End):
+    if not isinstance(wrapper, TensorOutputs):
         rows = [decided_rows(dets[:, 4]) for dets in expected[0]]
         expected = [torch.cat([e[i, :n].flatten() for i, n in enumerate(rows)])
                     for e in expected]
@@ -285,12 +282,12 @@ def main():
     out = output_path(
         args.out or osp.splitext(osp.basename(args.config))[0] + f'.{args.format}',
         '--out', args.overwrite)
-    model, kind = build(cfg, args.checkpoint, args.config)
+    model, kind = build(cfg, args.checkpoint, args.config, args.end2end)
     if args.end2end:
         if kind != 'detector':
             raise UserError(f'--end2end: {args.config} is not a detector')
         try:
-            wrapper = DenseDetectorEnd2End(model).eval()
+            wrapper = end2end_wrapper(model).eval()
         except UnsupportedDetector as error:
             raise UserError(str(error)) from None
     else:
