@@ -35,6 +35,9 @@ def test_layers_against_exp_and_max_pool(tmp_path):
         assert row['softpool_per_max_pool'] == pytest.approx(row['softpool_ms'] /
                                                              row['max_pool_ms'])
         assert {'Exp', 'AveragePool', 'If'} <= set(row['profile_us'])
+        # the floor (Exp, Mul, two AveragePools) on the same tensor, in the same turns
+        assert row['floor_per_exp'] == pytest.approx(row['floor_ms'] / row['exp_ms'])
+        assert row['softpool_per_floor'] == pytest.approx(row['softpool_ms'] / row['floor_ms'])
     assert stdout.count('[onnxruntime] SoftPool2d') == 4
 
 
@@ -43,6 +46,7 @@ def test_1d_and_3d_layers(tmp_path):
                     '1x3x3,1x2x2,0x1x1')
     assert [r['what'] for r in result['rows']] == ['SoftPool3d(2, 2, 0)',
                                                    'SoftPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))']
+    assert not any('floor_ms' in r for r in result['rows'])  # a 2-D graph's floor only
     _, result = run(tmp_path, '--layers', '--shape', '2x8x30', '--cases', '3,2,1')
     assert [(r['what'], r['formula']) for r in result['rows']] == [('SoftPool1d(3, 2, 1)',
                                                                     'paper')]

@@ -1,7 +1,7 @@
-"""End-to-end detectors: RetinaNet with its post-processing in the graph
-(mmsoftpool.deployment.end2end), exported to ONNX with NonMaxSuppression,
-run in ONNX Runtime by mmdet's test loop, DetInferencer and a numpy-only
-script; bad input refused in one line."""
+"""End-to-end detectors: RetinaNet and Mask R-CNN with their post-processing
+in the graph (mmsoftpool.deployment.end2end), exported to ONNX with
+NonMaxSuppression and RoiAlign, run in ONNX Runtime by mmdet's test loop,
+DetInferencer and a numpy-only script; bad input refused in one line."""
 import json
 import os.path as osp
 import re
@@ -18,12 +18,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import mmsoftpool  # noqa: F401
-from mmsoftpool.deployment.end2end import DenseDetectorEnd2End, decided_rows
+from mmsoftpool.deployment.end2end import (DenseDetectorEnd2End, TwoStageEnd2End,
+                                           decided_rows)
 from mmsoftpool.deployment.nms import nms
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools')
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'retinanet_r18_softpool_demo.py')
+MASK_DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'mask-rcnn_r18_softpool_demo.py')
 
 
 def onnx_nms(boxes, scores, iou_threshold, score_threshold):
@@ -88,6 +90,41 @@ def test_end2end_graph_is_mmdet_predict(detector):
         assert torch.equal(image_labels[:found], pred.labels)
 
 
+def test_two_stage_graph_is_mmdet_predict():
+    """Mask R-CNN's graph gives what mmdet's predict (rescale=False) gives:
+    the same boxes, scores and labels in order, and the same masks once
+    pasted as FCNMaskHead pastes them."""
+    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    torch.manual_seed(0)
+    detector = MODELS.build(Config.fromfile(MASK_DEMO_CONFIG).model).eval()
+    wrapper = TwoStageEnd2End(detector)
+    assert wrapper.output_names() == ['dets', 'labels', 'masks']
+    image = torch.randn(2, 3, 96, 160)
+    samples = []
+    for _ in range(2):
+        sample = DetDataSample()
+        sample.set_metainfo(dict(img_shape=(96, 160), ori_shape=(96, 160),
+                                 scale_factor=(1.0, 1.0)))
+        samples.append(sample)
+    with torch.no_grad():
+        dets, labels, masks = wrapper(image)
+        expected = detector.predict(image, samples, rescale=False)
+    assert masks.shape[:2] == labels.shape and masks.shape[2:] == (28, 28)
+    for image_dets, image_labels, image_masks, sample in zip(dets, labels, masks, expected):
+        pred = sample.pred_instances
+        found = len(pred)
+        assert found == 100 == int((image_labels >= 0).sum())  # max_per_img
+        torch.testing.assert_close(image_dets[:found, :4], pred.bboxes)
+        torch.testing.assert_close(image_dets[:found, 4], pred.scores)
+        assert torch.equal(image_labels[:found], pred.labels)
+        pasted, _ = _do_paste_mask(image_masks[:found, None], image_dets[:found, :4], 96, 160,
+                                   skip_empty=False)
+        assert torch.equal(pasted >= 0.5, pred.masks)
+        assert not image_masks[found:].any()
+
+
 def run(*args, cwd, check=True):
     result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True,
                             text=True, timeout=900)
@@ -127,19 +164,24 @@ def test_end2end_export_is_standard_onnx(trained):
     assert json.loads(meta['mmsoftpool.preprocess'])['resize']['scale'] == [128, 128]
 
 
-def coco_stats(folder, config, model, *extra):
-    """tools/test.py's COCO results for ``model``, scored again by COCOeval."""
+def coco_stats(folder, config, model, *extra, iou_types=('bbox', )):
+    """tools/test.py's COCO results for ``model``, scored again by COCOeval:
+    the bbox results and the stats of each of ``iou_types``."""
     prefix = str(folder / ('ort' if extra else 'torch'))
     run(osp.join(TOOLS, 'test.py'), config, model, '--work-dir', prefix, *extra,
         '--cfg-options', f'test_evaluator.outfile_prefix={prefix}', cwd=folder)
-    with open(prefix + '.bbox.json') as f:
-        results = json.load(f)
     gt = COCO(str(folder / 'data' / 'annotations' / 'instances_val.json'))
-    evaluator = COCOeval(gt, gt.loadRes(results), 'bbox')
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return results, evaluator.stats
+    stats = []
+    for iou_type in iou_types:
+        with open(f'{prefix}.{iou_type}.json') as f:
+            results = json.load(f)
+        evaluator = COCOeval(gt, gt.loadRes(results), iou_type)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        stats.append(evaluator.stats)
+    with open(f'{prefix}.bbox.json') as f:
+        return json.load(f), stats[0] if len(stats) == 1 else stats
 
 
 def test_onnxruntime_coco_ap_matches_pytorch(trained):
@@ -149,8 +191,13 @@ def test_onnxruntime_coco_ap_matches_pytorch(trained):
     assert torch_stats[1] > 0  # mAP_50: something to compare
     assert abs(ort_stats[0] - torch_stats[0]) <= 0.005
     assert abs(ort_stats[1] - torch_stats[1]) <= 0.005
-    # the same detections, up to float32 rounding, where their ranks do not
-    # hang on rounding (a barely trained model has many near-equal scores)
+    assert same_decided_detections(torch_results, ort_results) >= 8
+
+
+def same_decided_detections(torch_results, ort_results) -> int:
+    """Checks that the detections are the same, up to float32 rounding, where
+    their ranks do not hang on rounding (a barely trained model has many
+    near-equal scores); returns how many were compared."""
     compared = 0
     for image_id in {r['image_id'] for r in torch_results}:
         theirs, ours = ([r for r in results if r['image_id'] == image_id]
@@ -163,7 +210,7 @@ def test_onnxruntime_coco_ap_matches_pytorch(trained):
             assert mine['category_id'] == expected['category_id']
             assert mine['score'] == pytest.approx(expected['score'], abs=1e-6)
             np.testing.assert_allclose(mine['bbox'], expected['bbox'], atol=1e-2)
-    assert compared >= 8, compared
+    return compared
 
 
 def test_inference_tool_paints_onnxruntime_boxes(trained):
@@ -234,3 +281,44 @@ def test_bad_input_is_one_line_exit_2(trained, case, tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert expected in lines[-1], lines[-3:]
     assert 'Traceback' not in result.stderr
+
+
+@pytest.fixture(scope='module')
+def trained_mask_rcnn(tmp_path_factory):
+    """A shortened Mask R-CNN demo (10 epochs on 16 images) and its
+    end-to-end ONNX export (dynamic batch and size), outside the checkout."""
+    folder = tmp_path_factory.mktemp('end2end_mask')
+    work = folder / 'work'
+    run(osp.join(TOOLS, 'demo.py'), '--detector', 'mask_rcnn', '--data-root',
+        str(folder / 'data'), '--work-dir', str(work), '--num-train', '16', '--num-val', '8',
+        '--show-images', '1', '--cfg-options', 'train_cfg.max_epochs=10', cwd=folder)
+    config, checkpoint = str(work / 'mask-rcnn_r18_softpool_demo.py'), str(work / 'epoch_10.pth')
+    model = str(folder / 'mask_rcnn.onnx')
+    exported = run(osp.join(TOOLS, 'deployment', 'export.py'), config, checkpoint, '--end2end',
+                   '--dynamic', '--shape', '1', '3', '128', '128', '--out', model, cwd=folder)
+    return folder, config, checkpoint, model, exported.stdout
+
+
+def test_mask_rcnn_onnxruntime_coco_ap_matches_pytorch(trained_mask_rcnn):
+    folder, config, checkpoint, model_file, stdout = trained_mask_rcnn
+    assert '(2, 3, 160, 224): 3 outputs' in stdout
+    model = onnx.load(model_file)
+    assert {node.domain for node in model.graph.node} == {''}
+    assert {'NonMaxSuppression', 'RoiAlign'} <= {node.op_type for node in model.graph.node}
+    assert [o.name for o in model.graph.output] == ['dets', 'labels', 'masks']
+    both = ('bbox', 'segm')
+    torch_results, torch_stats = coco_stats(folder, config, checkpoint, iou_types=both)
+    ort_results, ort_stats = coco_stats(folder, config, model_file, '--backend', 'onnxruntime',
+                                        iou_types=both)
+    for theirs, ours in zip(torch_stats, ort_stats):
+        assert theirs[1] > 0  # mAP_50: something to compare
+        assert abs(ours[0] - theirs[0]) <= 0.005 and abs(ours[1] - theirs[1]) <= 0.005
+    assert same_decided_detections(torch_results, ort_results) >= 8
+
+
+def test_two_stage_raw_export_is_one_line_exit_2(trained_mask_rcnn, tmp_path):
+    _, config, checkpoint, _, _ = trained_mask_rcnn
+    result = run(osp.join(TOOLS, 'deployment', 'export.py'), config, checkpoint,
+                 '--out', str(tmp_path / 'raw.onnx'), cwd=tmp_path, check=False)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert 'export it with --end2end' in result.stderr.strip().splitlines()[-1]

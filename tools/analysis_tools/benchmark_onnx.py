@@ -6,7 +6,9 @@
 Layers: a SoftPool layer of each ``--cases`` (kernel,stride,padding), exported
 with a plain ``torch.onnx.export(dynamo=True)`` at each ``--shape``, against
 graphs of ONNX Runtime's own ``Exp`` and ``MaxPool`` (same kernel, stride and
-padding) on the same tensor. Models: the SoftPoolResNet-18 classifier at
+padding) on the same tensor, and (2-D) against the floor of any graph of the
+paper's formula: ``Exp``, ``Mul`` and two ``AveragePool`` nodes alone, the
+operators it cannot do without (``floor``). Models: the SoftPoolResNet-18 classifier at
 1x3x224x224 and RetinaNet-R18 (backbone, neck and head, as
 ``tools/deployment/export.py`` exports it) at 1x3x512x512, each against the
 same config with its max-pool stem (``stem_pool_cfg=None``), randomly
@@ -54,6 +56,23 @@ def onnx_graph(op_type, shape, **attributes):
         [helper.make_tensor_value_info('x', TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info('y', TensorProto.FLOAT, None)])
     # IR 10: what onnxruntime 1.31 reads (onnx 1.23 writes 11 by default)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)],
+                             ir_version=10).SerializeToString()
+
+
+def paper_floor_graph(shape, kernel, stride, padding):
+    """``e = Exp(x)``, ``AveragePool(e)`` and ``AveragePool(x * e)``: what
+    any standard-operator graph of ``avg_pool(x e^x) / avg_pool(e^x)`` runs
+    at least, without the division and the choice of formula."""
+    from onnx import TensorProto, helper
+    pool = dict(kernel_shape=list(kernel), strides=list(stride), pads=list(padding) * 2,
+                count_include_pad=1)
+    graph = helper.make_graph(
+        [helper.make_node('Exp', ['x'], ['e']), helper.make_node('Mul', ['x', 'e'], ['xe']),
+         helper.make_node('AveragePool', ['e'], ['t'], **pool),
+         helper.make_node('AveragePool', ['xe'], ['w'], **pool)], 'floor',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in 'tw'])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)],
                              ir_version=10).SerializeToString()
 
@@ -137,6 +156,8 @@ def benchmark_layers(args, folder):
                                                strides=list(s), pads=list(p) * 2),
                                     args.threads),
             }
+            if dims == 2:
+                sessions['floor'] = session(paper_floor_graph(shape, k, s, p), args.threads)
             t = time_in_turns(sessions, dict.fromkeys(sessions, feed), args.warmup,
                               args.repeats)
             name = ', '.join(str(v[0]) if len(set(v)) == 1 else str(v) for v in (k, s, p))
@@ -145,6 +166,9 @@ def benchmark_layers(args, folder):
                        exp_ms=t['exp'], max_pool_ms=t['max_pool'],
                        softpool_per_exp=t['softpool'] / t['exp'],
                        softpool_per_max_pool=t['softpool'] / t['max_pool'])
+            if 'floor' in t:
+                row.update(floor_ms=t['floor'], floor_per_exp=t['floor'] / t['exp'],
+                           softpool_per_floor=t['softpool'] / t['floor'])
             if args.profile:
                 row['profile_us'] = profile(path, feed, args.threads, args.repeats, folder)
             rows.append(row)
