@@ -281,3 +281,29 @@ def test_bfloat16_autocast_runs_the_stem_softpool_in_its_input_dtype():
     assert torch.equal(seen['grad_input'], expected)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert model.conv1.weight.grad is not None
+
+
+def test_cpu_amp_optim_wrapper_trains_the_stem_in_bfloat16():
+    """CPUAmpOptimWrapper (MMEngine's AmpOptimWrapper needs a GPU): the
+    forward in its context runs under CPU bfloat16 autocast, the step updates
+    float32 weights; another dtype is refused, naming it."""
+    from mmengine.registry import OPTIM_WRAPPERS
+
+    import mmsoftpool.engine  # noqa: F401  registers it
+    torch.manual_seed(0)
+    model = SoftPoolResNet(depth=18)
+    model.train()
+    wrapper = OPTIM_WRAPPERS.build(dict(
+        type='CPUAmpOptimWrapper', optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
+    seen = {}
+    model.maxpool.register_forward_hook(lambda m, args, out: seen.update(dtype=out.dtype))
+    before = model.conv1.weight.detach().clone()
+    with wrapper.optim_context(model):
+        loss = sum(out.float().square().mean() for out in model(torch.randn(2, 3, 64, 64)))
+    wrapper.update_params(loss)
+    assert seen['dtype'] == torch.bfloat16
+    assert model.conv1.weight.dtype == torch.float32
+    assert not torch.equal(model.conv1.weight.detach(), before)
+    with pytest.raises(ValueError, match="dtype='float16'"):
+        OPTIM_WRAPPERS.build(dict(type='CPUAmpOptimWrapper', dtype='float16',
+                                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))

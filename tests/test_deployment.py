@@ -272,9 +272,13 @@ def test_export_tool_classifier(checkpoints, format):
     assert osp.isfile(folder / f'resnet18-softpool_8xb32_in1k.{format}')
 
 
-def test_export_tool_refuses_two_stage_detectors(checkpoints):
+def test_export_tool_refuses_raw_two_stage_outputs(checkpoints):
+    """A two-stage detector exports end to end only (tests/test_end2end.py):
+    without --end2end, one line and exit code 2, before any checkpoint is read."""
     folder, paths = checkpoints
     result = export(folder, osp.join(REPO, 'configs/mask_rcnn/mask-rcnn_r34_softpool.py'),
                     paths['retinanet'][1])
-    assert result.returncode != 0
-    assert 'two-stage detector' in result.stderr and 'RoIAlign' in result.stderr
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        'MaskRCNN is a two-stage detector: its raw outputs are per-RoI, after '
+        'post-processing; export it with --end2end')

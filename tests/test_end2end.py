@@ -315,10 +315,3 @@ def test_mask_rcnn_onnxruntime_coco_ap_matches_pytorch(trained_mask_rcnn):
         assert abs(ours[0] - theirs[0]) <= 0.005 and abs(ours[1] - theirs[1]) <= 0.005
     assert same_decided_detections(torch_results, ort_results) >= 8
 
-
-def test_two_stage_raw_export_is_one_line_exit_2(trained_mask_rcnn, tmp_path):
-    _, config, checkpoint, _, _ = trained_mask_rcnn
-    result = run(osp.join(TOOLS, 'deployment', 'export.py'), config, checkpoint,
-                 '--out', str(tmp_path / 'raw.onnx'), cwd=tmp_path, check=False)
-    assert result.returncode == 2 and 'Traceback' not in result.stderr
-    assert 'export it with --end2end' in result.stderr.strip().splitlines()[-1]

@@ -80,6 +80,10 @@ def parse_args(argv=None):
         default=4,
         help='number of val images drawn in predictions.png')
     parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='train under CPU bfloat16 autocast (CPUAmpOptimWrapper)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=CfgOptions,
@@ -193,6 +197,8 @@ def main(argv=None):
     work_dir = args.work_dir or osp.join('work_dirs', 'demo',
                                          f'{args.detector}_{args.pool}')
     cfg = load_config(config, args.cfg_options, work_dir, 'none')
+    if args.amp:  # MMEngine's AmpOptimWrapper needs a GPU
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
     ann_files = use_demo_data(cfg, args.data_root, args.num_train,
                               args.num_val)
     # CocoMetric dumps its COCO-format results there at each validation.
