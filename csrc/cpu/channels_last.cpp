@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../vec_window.h"
@@ -109,12 +110,16 @@ std::vector<uint8_t> covered(int64_t size, int64_t kernel, int64_t stride, int64
 // runs. Each cell's gradient is stored by the first window reaching it and
 // added by the later ones, so the gradient is written once, with no zeroing
 // pass; cells no window reaches are zeroed. Input and output gradient hold T,
-// log_norm scalar_t, the input gradient G (T, or scalar_t where windows overlap).
-template <typename T, typename G, typename K>
+// log_norm scalar_t, the input gradient G. A is where the sums are made: G, or
+// (a reduced G where windows overlap) a float32 buffer of the item's cells,
+// rounded once into the input gradient when the item ends, so that no
+// input-sized float32 gradient is needed.
+template <typename T, typename G, typename A, typename K>
 void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
               const at::Tensor& log_norm5, at::Tensor& grad_input5, const PoolGeometry& g) {
   using Vec = typename K::Vec;
   using scalar_t = typename Vec::value_type;
+  constexpr bool kBuffered = !std::is_same_v<A, G>;
   const T* x = input5.const_data_ptr<T>();
   const T* gy = grad5.const_data_ptr<T>();
   const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
@@ -136,35 +141,53 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
   }
   const int64_t group_work =
       g.output[0] * g.output[1] * g.output[2] * group_blocks * K::kLanes * count;
+  const int64_t cells_in_sample = g.input[0] * g.input[1] * g.input[2];
   at::parallel_for(0, samples * groups, grain_for(group_work), [&](int64_t begin, int64_t end) {
     Vec cells[K::kMax], cell_grads[K::kMax];
     int64_t x_offsets[kMaxVectorCells], dx_offsets[kMaxVectorCells];
     const T* cell_at[kMaxVectorCells];
-    G* grad_at[kMaxVectorCells];
+    A* grad_at[kMaxVectorCells];
     bool first[kMaxVectorCells];
     const std::vector<T> padding(channels, -K::kInf);
-    std::vector<G> padding_grad(channels);  // padding cells' gradients: written, never read
+    std::vector<A> padding_grad(channels);  // padding cells' gradients: written, never read
+    std::vector<A> buffer(kBuffered ? cells_in_sample * group_blocks * K::kLanes : 0);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / groups, group = item % groups;
       const int64_t c_begin = group * group_blocks * K::kLanes;
       const int64_t c_end = std::min(channels, c_begin + group_blocks * K::kLanes);
       const T* x_sample = x + n * input5.stride(0);
       G* dx_sample = dx + n * grad_input5.stride(0);
-      if (!all_covered)
+      // the sums: in the input gradient, or in the buffer, (d, h, w, channel
+      // of the group) dense, zeroed (cells no window reaches stay 0)
+      A* sums = nullptr;
+      int64_t sum_strides[3], channel_base = 0;
+      if constexpr (kBuffered) {
+        const int64_t width = c_end - c_begin;
+        sum_strides[0] = g.input[1] * g.input[2] * width;
+        sum_strides[1] = g.input[2] * width;
+        sum_strides[2] = width;
+        sums = buffer.data();
+        channel_base = c_begin;
+        std::fill(buffer.begin(), buffer.begin() + cells_in_sample * width, A(0));
+      } else {
+        std::copy(ds, ds + 3, sum_strides);
+        sums = dx_sample;
+      }
+      if (!kBuffered && !all_covered)
         for (int64_t d = 0; d < g.input[0]; ++d)
           for (int64_t h = 0; h < g.input[1]; ++h)
             for (int64_t w = 0; w < g.input[2]; ++w)
               if (!(in_window[0][d] && in_window[1][h] && in_window[2][w])) {
-                G* at = dx_sample + d * ds[0] + h * ds[1] + w * ds[2];
-                std::fill(at + c_begin, at + c_end, G(0));
+                A* at = sums + d * ds[0] + h * ds[1] + w * ds[2];
+                std::fill(at + c_begin, at + c_end, A(0));
               }
       for (int64_t od = 0; od < g.output[0]; ++od)
         for (int64_t oh = 0; oh < g.output[1]; ++oh)
           for (int64_t ow = 0; ow < g.output[2]; ++ow) {
             window_cells(xs, g, od, oh, ow, x_offsets);
-            window_cells(ds, g, od, oh, ow, dx_offsets, first);
+            window_cells(sum_strides, g, od, oh, ow, dx_offsets, first);
             cell_pointers(x_sample, x_offsets, count, padding.data(), cell_at);
-            cell_pointers(dx_sample, dx_offsets, count, padding_grad.data(), grad_at);
+            cell_pointers(sums, dx_offsets, count, padding_grad.data(), grad_at);
             for (int64_t c0 = c_begin; c0 < c_end; c0 += K::kLanes) {
               const int64_t lanes = std::min(K::kLanes, c_end - c0);
               const T* g_at = gy + element_offset(grad5, n, c0, od, oh, ow);
@@ -183,12 +206,24 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
                                     cell_grads);
               }
               for (int64_t i = 0; i < count; ++i) {
-                G* at = grad_at[i] + c0;
+                A* at = grad_at[i] + (c0 - channel_base);
                 store_rounded(first[i] ? cell_grads[i] : load_widened(at, lanes) + cell_grads[i],
                               at, lanes);
               }
             }
           }
+      if constexpr (kBuffered) {  // each cell's sum rounded once
+        const A* sum = buffer.data();
+        for (int64_t d = 0; d < g.input[0]; ++d)
+          for (int64_t h = 0; h < g.input[1]; ++h)
+            for (int64_t w = 0; w < g.input[2]; ++w, sum += c_end - c_begin) {
+              G* at = dx_sample + d * ds[0] + h * ds[1] + w * ds[2];
+              for (int64_t c0 = c_begin; c0 < c_end; c0 += K::kLanes) {
+                const int64_t lanes = std::min(K::kLanes, c_end - c0);
+                store_rounded(Vec::loadu(sum + (c0 - c_begin), lanes), at + c0, lanes);
+              }
+            }
+      }
     }
   });
 }
@@ -209,10 +244,13 @@ void backward_channels(const at::Tensor& grad5, const at::Tensor& input5,
                        const PoolGeometry& g) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
                                   "soft_pool_backward_channels", [&] {
-    with_gradient_type<scalar_t>(grad_input5, [&](auto grad_type) {
-      with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
-        backward<scalar_t, decltype(grad_type)>(kernel, grad5, input5, log_norm5, grad_input5, g);
-      });
+    using G = scalar_t;  // soft_pool_cpu.cpp: channels_last gradients hold the input's type
+    TORCH_INTERNAL_ASSERT(grad_input5.scalar_type() == input5.scalar_type());
+    with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
+      if (kWidened<scalar_t> && !windows_disjoint(g))
+        backward<scalar_t, G, compute_t<scalar_t>>(kernel, grad5, input5, log_norm5, grad_input5, g);
+      else
+        backward<scalar_t, G, G>(kernel, grad5, input5, log_norm5, grad_input5, g);
     });
   });
 }

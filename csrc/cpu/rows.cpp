@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <memory>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../vec_window.h"
@@ -348,7 +349,9 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
 // thread count. A slot's gradient row goes to the input gradient when it leaves
 // the slot: stored the first time, added afterwards; rows no window reaches are
 // zeroed at the end. Input and output gradient hold T, log_norm scalar_t, the
-// input gradient G (T, or scalar_t where a row may be merged more than once).
+// input gradient G: T, or scalar_t where a row may be merged more than once
+// (rows_backward_rounds_once). With a reduced G the rows two chunks share are
+// merged into a float32 side buffer instead, and rounded once at the end.
 constexpr int64_t kChunkRows = 16;
 
 template <typename T, typename G, typename K>
@@ -373,12 +376,36 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
   const bool overlap = g.kernel[along] > g.stride[along] && chunks > 1;
   std::vector<uint8_t> written(planes * plane_rows, 0);  // per input row: holds a value
 
+  // The side buffer: per (plane, depth) and chunk boundary, the kernel -
+  // stride rows of H both chunks' windows reach (along is H here:
+  // rows_backward_rounds_once rules out an overlap along a chunked D).
+  constexpr bool kReduced = !std::is_same_v<G, scalar_t>;
+  const bool sided = kReduced && overlap;
+  TORCH_INTERNAL_ASSERT(!sided || along == 1);
+  const int64_t shared_rows = sided ? g.kernel[1] - g.stride[1] : 0;
+  const int64_t chunk_span = chunk * g.stride[1];
+  std::vector<scalar_t> side(planes * g.input[0] * (chunks - 1) * shared_rows * g.input[2]);
+  std::vector<uint8_t> side_written(side.size() / std::max<int64_t>(1, g.input[2]), 0);
+  const auto side_row = [&](int64_t tag) -> int64_t {  // -1: not a shared row
+    if (!sided) return -1;
+    const int64_t h = tag % g.input[1], from = h + g.padding[1];
+    const int64_t boundary = from / chunk_span, r = from - boundary * chunk_span;
+    if (boundary < 1 || boundary >= chunks || r >= shared_rows) return -1;
+    return ((tag / g.input[1]) * (chunks - 1) + boundary - 1) * shared_rows + r;
+  };
+
   const auto dx_row = [&](int64_t tag) {
     const int64_t plane = tag / plane_rows, n = plane / channels, c = plane % channels;
     const int64_t d = (tag % plane_rows) / g.input[1], h = tag % g.input[1];
     return dx + element_offset(grad_input5, n, c, d, h, 0);
   };
   const auto flush = [&](int64_t tag, scalar_t* grad) {
+    const int64_t shared = side_row(tag);
+    if (shared >= 0) {
+      phases.merge(grad, side.data() + shared * g.input[2], side_written[shared] != 0);
+      side_written[shared] = 1;
+      return;
+    }
     phases.merge(grad, dx_row(tag), written[tag] != 0);
     written[tag] = 1;
   };
@@ -438,11 +465,16 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
     });
   }
   at::parallel_for(0, planes, grain_for(plane_rows), [&](int64_t begin, int64_t end) {
-    for (int64_t tag = begin * plane_rows; tag < end * plane_rows; ++tag)
-      if (!written[tag]) {
-        G* row = dx_row(tag);
+    for (int64_t tag = begin * plane_rows; tag < end * plane_rows; ++tag) {
+      const int64_t shared = side_row(tag);
+      G* row = dx_row(tag);
+      if (shared >= 0 && side_written[shared]) {  // rounded once
+        const scalar_t* sum = side.data() + shared * g.input[2];
+        for (int64_t w = 0; w < g.input[2]; ++w) row[w] = static_cast<G>(sum[w]);
+      } else if (!written[tag]) {
         std::fill(row, row + g.input[2], G(0));
       }
+    }
   });
 }
 

@@ -179,15 +179,14 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   const auto format = pooling_memory_format(input);
   const at::Tensor input5 = as_5d(input);
   const VectorPath path = vector_path(input5, g, format);
-  // Reduced precision is accumulated in the accumulation type and rounded once
-  // at the end, except where the vector kernels write each cell's gradient
-  // once: windows that do not overlap (a window's own cells are summed in the
-  // accumulation type), so the gradient needs no float32 copy.
-  bool disjoint = true;
-  for (int d = 0; d < 3; ++d) disjoint = disjoint && g.kernel[d] <= g.stride[d];
-  const auto grad_dtype = path != VectorPath::kNone && disjoint
-                              ? input.scalar_type()
-                              : at::toOpMathType(input.scalar_type());
+  // Reduced precision is rounded once per cell: the vector kernels sum
+  // overlapping windows in float32 themselves (channels_last per item, rows in
+  // their slots and a buffer of the rows two chunks share) and write the input
+  // gradient in its own type, but for rows overlapping along a chunked D; the
+  // generic kernel and those accumulate in a float32 gradient rounded at the end.
+  const bool direct = path == VectorPath::kChannels ||
+                      (path == VectorPath::kRows && rows_backward_rounds_once(g));
+  const auto grad_dtype = direct ? input.scalar_type() : at::toOpMathType(input.scalar_type());
   at::Tensor grad_input =
       at::empty(input.sizes(), input.options().dtype(grad_dtype).memory_format(format));
   if (input.numel() > 0) {

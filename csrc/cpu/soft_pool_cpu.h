@@ -30,6 +30,22 @@ inline int64_t element_offset(const at::Tensor& t5, int64_t n, int64_t c, int64_
          w * t5.stride(4);
 }
 
+// Whether no two windows share a cell.
+inline bool windows_disjoint(const PoolGeometry& g) {
+  for (int d = 0; d < 3; ++d)
+    if (g.kernel[d] > g.stride[d]) return false;
+  return true;
+}
+
+// Whether the rows kernel's backward (csrc/cpu/rows.cpp) merges each input
+// row into the input gradient from one chunk pass only, up to the rows two
+// chunks share, which it sums in float32 itself: then a bfloat16 or float16
+// gradient is written directly, rounded once. Not where windows overlap along
+// D while D is chunked: a row then re-enters its slot for the next depth.
+inline bool rows_backward_rounds_once(const PoolGeometry& g) {
+  return !(g.output[0] > 1 && g.kernel[0] > g.stride[0]);
+}
+
 // Vectorised kernels for float and double inputs that are contiguous along W
 // (csrc/cpu/rows.cpp: SIMD over output columns) or channels_last
 // (csrc/cpu/channels_last.cpp: SIMD over channels), for windows of at most
