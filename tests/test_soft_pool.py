@@ -449,6 +449,31 @@ def channels_last(x):
 
 @pytest.mark.parametrize('shape,kernel,stride,padding,ceil_mode', TALL_CASES)
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_reduced_types_round_once(shape, kernel, stride, padding, ceil_mode, layout, dtype):
+    """A bfloat16/float16 pool computes what float32 computes on the widened
+    input and gradient, rounded once: output and input gradient are the
+    float32 results rounded, bit for bit, overlapping windows and the rows two
+    chunks of the backward share included (tall inputs have several)."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=gen) * 4).to(dtype)
+    x = channels_last(x) if layout == 'channels_last' else x
+    pool = SOFT_POOL[len(shape) - 2]
+    results = []
+    for xv in (x, x.float()):
+        xv = xv.clone().requires_grad_()
+        y = pool(xv, kernel, stride, padding, ceil_mode)
+        if not results:
+            grad = torch.randn(y.shape, generator=gen).to(dtype)
+        (dx, ) = torch.autograd.grad(y, xv, grad.to(y.dtype))
+        results.append((y, dx))
+    (y, dx), (y32, dx32) = results
+    assert dx.dtype == dtype
+    assert torch.equal(y, y32.to(dtype)) and torch.equal(dx, dx32.to(dtype))
+
+
+@pytest.mark.parametrize('shape,kernel,stride,padding,ceil_mode', TALL_CASES)
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 @pytest.mark.parametrize('dtype', VECTOR_DTYPES)
 def test_vectorised_kernels_on_tall_inputs(shape, kernel, stride, padding, ceil_mode, layout,
                                            dtype):
