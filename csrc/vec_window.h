@@ -261,8 +261,8 @@ void with_cell_count(const PoolGeometry& g, F&& f) {
 
 // Calls f(G{}) with G the element type of the input gradient the backward
 // writes: T, or compute_t<T> for a BFloat16 or Half input whose gradient
-// soft_pool_cpu.cpp accumulates in float (windows that overlap) and rounds
-// once afterwards.
+// soft_pool_cpu.cpp accumulates in float and rounds once afterwards (the rows
+// kernel where windows overlap along a chunked D: rows_backward_rounds_once).
 template <typename T, typename F>
 void with_gradient_type(const at::Tensor& grad_input, F&& f) {
   if constexpr (kWidened<T>) {

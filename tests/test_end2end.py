@@ -59,35 +59,46 @@ def test_nms_op_is_onnx_nonmaxsuppression():
         assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, theirs.tolist()))
 
 
-@pytest.fixture(scope='module')
-def detector():
+def random_detector(config):
+    """The demo config's detector, randomly initialised (seed 0)."""
     from mmdet.registry import MODELS
     torch.manual_seed(0)
-    cfg = Config.fromfile(DEMO_CONFIG)
-    return MODELS.build(cfg.model).eval()
+    return MODELS.build(Config.fromfile(config).model).eval()
 
 
-def test_end2end_graph_is_mmdet_predict(detector):
-    """In eager, the graph's post-processing gives what mmdet's
-    predict_by_feat gives: the same boxes, scores and labels, in order."""
+def graph_and_mmdet_predict(detector, wrapper, image):
+    """The wrapper's outputs and mmdet's ``predict(rescale=False)`` on the
+    same unpadded batch."""
     from mmdet.structures import DetDataSample
-    wrapper = DenseDetectorEnd2End(detector)
-    image = torch.randn(2, 3, 96, 160)
+    shape = tuple(image.shape[-2:])
     samples = []
-    for _ in range(2):
+    for _ in range(len(image)):
         sample = DetDataSample()
-        sample.set_metainfo(dict(img_shape=(96, 160), scale_factor=(1.0, 1.0)))
+        sample.set_metainfo(dict(img_shape=shape, ori_shape=shape, scale_factor=(1.0, 1.0)))
         samples.append(sample)
     with torch.no_grad():
-        dets, labels = wrapper(image)
-        expected = detector.predict(image, samples, rescale=False)
+        return wrapper(image), detector.predict(image, samples, rescale=False)
+
+
+def assert_same_detections(image_dets, image_labels, pred) -> int:
+    """One image's graph rows are mmdet's detections, in order; returns how
+    many there are."""
+    found = len(pred)
+    assert found == 100 == int((image_labels >= 0).sum())  # max_per_img
+    torch.testing.assert_close(image_dets[:found, :4], pred.bboxes)
+    torch.testing.assert_close(image_dets[:found, 4], pred.scores)
+    assert torch.equal(image_labels[:found], pred.labels)
+    return found
+
+
+def test_end2end_graph_is_mmdet_predict():
+    """In eager, the graph's post-processing gives what mmdet's
+    predict_by_feat gives: the same boxes, scores and labels, in order."""
+    detector = random_detector(DEMO_CONFIG)
+    (dets, labels), expected = graph_and_mmdet_predict(
+        detector, DenseDetectorEnd2End(detector), torch.randn(2, 3, 96, 160))
     for image_dets, image_labels, sample in zip(dets, labels, expected):
-        pred = sample.pred_instances
-        found = len(pred)
-        assert found == 100 == int((image_labels >= 0).sum())  # max_per_img
-        torch.testing.assert_close(image_dets[:found, :4], pred.bboxes)
-        torch.testing.assert_close(image_dets[:found, 4], pred.scores)
-        assert torch.equal(image_labels[:found], pred.labels)
+        assert_same_detections(image_dets, image_labels, sample.pred_instances)
 
 
 def test_two_stage_graph_is_mmdet_predict():
@@ -95,30 +106,15 @@ def test_two_stage_graph_is_mmdet_predict():
     the same boxes, scores and labels in order, and the same masks once
     pasted as FCNMaskHead pastes them."""
     from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
-    from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
-    torch.manual_seed(0)
-    detector = MODELS.build(Config.fromfile(MASK_DEMO_CONFIG).model).eval()
+    detector = random_detector(MASK_DEMO_CONFIG)
     wrapper = TwoStageEnd2End(detector)
     assert wrapper.output_names() == ['dets', 'labels', 'masks']
-    image = torch.randn(2, 3, 96, 160)
-    samples = []
-    for _ in range(2):
-        sample = DetDataSample()
-        sample.set_metainfo(dict(img_shape=(96, 160), ori_shape=(96, 160),
-                                 scale_factor=(1.0, 1.0)))
-        samples.append(sample)
-    with torch.no_grad():
-        dets, labels, masks = wrapper(image)
-        expected = detector.predict(image, samples, rescale=False)
+    (dets, labels, masks), expected = graph_and_mmdet_predict(
+        detector, wrapper, torch.randn(2, 3, 96, 160))
     assert masks.shape[:2] == labels.shape and masks.shape[2:] == (28, 28)
     for image_dets, image_labels, image_masks, sample in zip(dets, labels, masks, expected):
         pred = sample.pred_instances
-        found = len(pred)
-        assert found == 100 == int((image_labels >= 0).sum())  # max_per_img
-        torch.testing.assert_close(image_dets[:found, :4], pred.bboxes)
-        torch.testing.assert_close(image_dets[:found, 4], pred.scores)
-        assert torch.equal(image_labels[:found], pred.labels)
+        found = assert_same_detections(image_dets, image_labels, pred)
         pasted, _ = _do_paste_mask(image_masks[:found, None], image_dets[:found, :4], 96, 160,
                                    skip_empty=False)
         assert torch.equal(pasted >= 0.5, pred.masks)
@@ -133,23 +129,27 @@ def run(*args, cwd, check=True):
     return result
 
 
+def shortened_demo_and_export(folder, detector, *cfg_options):
+    """A shortened demo of ``detector`` (10 epochs on 16 images), its config
+    as the Runner dumped it (data paths included) and its end-to-end ONNX
+    export with a dynamic batch and size, made in ``folder`` (outside the
+    checkout)."""
+    work = folder / 'work'
+    run(osp.join(TOOLS, 'demo.py'), '--detector', detector, '--data-root', str(folder / 'data'),
+        '--work-dir', str(work), '--num-train', '16', '--num-val', '8', '--show-images', '1',
+        '--cfg-options', 'train_cfg.max_epochs=10', *cfg_options, cwd=folder)
+    (config, ) = work.glob('*_demo.py')
+    checkpoint, model = str(work / 'epoch_10.pth'), str(folder / f'{detector}.onnx')
+    exported = run(osp.join(TOOLS, 'deployment', 'export.py'), str(config), checkpoint,
+                   '--end2end', '--dynamic', '--shape', '1', '3', '128', '128', '--out', model,
+                   cwd=folder)
+    return folder, str(config), checkpoint, model, exported.stdout
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-    """A shortened demo (10 epochs on 16 images), its config as the Runner
-    dumped it (data paths included) and its end-to-end ONNX export with a
-    dynamic batch and size, made in a folder outside the checkout."""
-    folder = tmp_path_factory.mktemp('end2end')
-    work = folder / 'work'
-    run(osp.join(TOOLS, 'demo.py'), '--data-root', str(folder / 'data'), '--work-dir',
-        str(work), '--num-train', '16', '--num-val', '8', '--show-images', '1',
-        '--cfg-options', 'train_cfg.max_epochs=10', 'model.test_cfg.score_thr=0.0',
-        cwd=folder)
-    config, checkpoint = str(work / 'retinanet_r18_softpool_demo.py'), str(work / 'epoch_10.pth')
-    model = str(folder / 'retina.onnx')
-    exported = run(osp.join(TOOLS, 'deployment', 'export.py'), config, checkpoint, '--end2end',
-                   '--dynamic', '--shape', '1', '3', '128', '128', '--out', model, cwd=folder)
-    return folder, config, checkpoint, model, exported.stdout
-
+    return shortened_demo_and_export(tmp_path_factory.mktemp('end2end'), 'retinanet',
+                                     'model.test_cfg.score_thr=0.0')
 
 def test_end2end_export_is_standard_onnx(trained):
     _, _, _, model_file, stdout = trained
@@ -285,19 +285,7 @@ def test_bad_input_is_one_line_exit_2(trained, case, tmp_path):
 
 @pytest.fixture(scope='module')
 def trained_mask_rcnn(tmp_path_factory):
-    """A shortened Mask R-CNN demo (10 epochs on 16 images) and its
-    end-to-end ONNX export (dynamic batch and size), outside the checkout."""
-    folder = tmp_path_factory.mktemp('end2end_mask')
-    work = folder / 'work'
-    run(osp.join(TOOLS, 'demo.py'), '--detector', 'mask_rcnn', '--data-root',
-        str(folder / 'data'), '--work-dir', str(work), '--num-train', '16', '--num-val', '8',
-        '--show-images', '1', '--cfg-options', 'train_cfg.max_epochs=10', cwd=folder)
-    config, checkpoint = str(work / 'mask-rcnn_r18_softpool_demo.py'), str(work / 'epoch_10.pth')
-    model = str(folder / 'mask_rcnn.onnx')
-    exported = run(osp.join(TOOLS, 'deployment', 'export.py'), config, checkpoint, '--end2end',
-                   '--dynamic', '--shape', '1', '3', '128', '128', '--out', model, cwd=folder)
-    return folder, config, checkpoint, model, exported.stdout
-
+    return shortened_demo_and_export(tmp_path_factory.mktemp('end2end_mask'), 'mask_rcnn')
 
 def test_mask_rcnn_onnxruntime_coco_ap_matches_pytorch(trained_mask_rcnn):
     folder, config, checkpoint, model_file, stdout = trained_mask_rcnn

@@ -41,14 +41,13 @@ class UnsupportedDetector(ValueError):
     """The detector or its test_cfg has no end-to-end export here."""
 
 
-def _check_anchor_head(name: str, head, sigmoid: bool = True) -> None:
+def _check_anchor_head(name: str, head) -> None:
     from mmdet.models.dense_heads import AnchorHead
-    from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
     if not isinstance(head, AnchorHead):
         raise UnsupportedDetector(
             f'{name}: --end2end exports anchor heads (RetinaNet, RPN), not '
             f'{type(head).__name__}')
-    if sigmoid and not head.use_sigmoid_cls:
+    if not head.use_sigmoid_cls:
         raise UnsupportedDetector(f'{name}: --end2end needs sigmoid scores')
     _check_coder(name, head.bbox_coder)
 
