@@ -193,8 +193,8 @@ struct VecWindow {
 
   // Gradients of the cells of the lanes' windows; false (nothing written) if a
   // window's maximum is not finite.
-  static bool backward(const Vec* cells, int64_t count, const Vec& grad, const Vec& log_norm,
-                       Vec* cell_grads) {
+  C10_ALWAYS_INLINE static bool backward(const Vec* cells, int64_t count, const Vec& grad,
+                                         const Vec& log_norm, Vec* cell_grads) {
     const Vec m = window_max(cells, count);
     if ((m.abs() < Vec(kInf)).zero_mask() != 0) return false;
     Vec d[kMax], weight[kMax];

@@ -376,8 +376,9 @@ VECTOR_TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 2e-3,
               torch.bfloat16: 1.6e-2}
 VECTOR_DTYPES = list(VECTOR_TOL)
 
-VECTOR_CASES = [((2, 2), None, 0, False), ((3, 3), 2, 1, False), ((3, 3), 1, 1, True),
-                ((2, 2), 1, 0, False), ((5, 4), (3, 2), (2, 1), True), ((1, 3), (1, 3), 0, False)]
+VECTOR_CASES = [((2, 2), None, 0, False), ((2, 2), None, 0, True), ((3, 3), 2, 1, False),
+                ((3, 3), 1, 1, True), ((2, 2), 1, 0, False), ((5, 4), (3, 2), (2, 1), True),
+                ((1, 3), (1, 3), 0, False)]
 
 
 @pytest.mark.parametrize('kernel,stride,padding,ceil_mode', VECTOR_CASES)
@@ -429,7 +430,10 @@ def test_special_values_agree_across_kernels(device, memory_format):
 # of 16 output rows along H (D in 3-D), chunks sharing input rows in two
 # phases, and the forward splits rows over threads; rows or columns no window
 # reaches must come out as zeros. Rows whose last vector is at most half full
-# (56 columns at AVX-512, 19 at AVX2 and AVX-512) share it in pairs.
+# (56 columns at AVX-512, 19 at AVX2 and AVX-512) share it in pairs. Disjoint
+# 2-column windows at stride 2 inside the input take the backward that writes
+# the gradient straight from the input (rows.cpp: direct_backward); with
+# ceil_mode past the end they do not.
 TALL_CASES = [
     ((1, 3, 30, 112), (2, 2), 2, 0, False),
     ((1, 1, 70, 37), (3, 3), 2, 1, False),
@@ -439,6 +443,8 @@ TALL_CASES = [
     ((1, 2, 50, 20), (1, 2), (3, 2), 0, False),
     ((1, 2, 40, 9, 37), (3, 3, 3), 2, 1, False),
     ((1, 1, 35, 6, 20), (2, 1, 3), (1, 2, 2), (1, 0, 1), True),
+    ((1, 2, 9, 7, 38), (2, 2, 2), 2, 0, False),
+    ((1, 2, 9, 7, 37), (2, 2, 2), 2, 0, True),
 ]
 
 

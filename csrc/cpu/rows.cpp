@@ -14,6 +14,7 @@
 #include <memory>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../vec_window.h"
@@ -478,6 +479,108 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
   });
 }
 
+// Windows of two columns at stride 2 inside the input (no padding, no window
+// past the end from ceil_mode), no two sharing a cell: each input cell has at
+// most one window, so the backward stores its gradient once, straight from
+// the input (a load and a deinterleave for each window row, as the split
+// would), with no split rows, row cache or chunks.
+bool direct_backward(const PoolGeometry& g) {
+  for (int d = 0; d < 3; ++d)
+    if (g.padding[d] != 0 || (g.output[d] - 1) * g.stride[d] + g.kernel[d] > g.input[d])
+      return false;
+  return windows_disjoint(g) && g.kernel[2] == 2 && g.stride[2] == 2;
+}
+
+// The direct backward, parallel over output rows as the forward is. The cells'
+// gradients are the same bits as backward()'s, which adds each to a zeroed
+// slot (0 + -0 is +0, hence the + 0 below). Input rows and columns that no
+// window reaches are zeroed.
+template <typename T, typename K>
+void backward_direct(const K&, const at::Tensor& grad5, const at::Tensor& input5,
+                     const at::Tensor& log_norm5, at::Tensor& grad_input5, const PoolGeometry& g) {
+  using Vec = typename K::Vec;
+  using scalar_t = typename Vec::value_type;
+  constexpr int64_t kLanes = K::kLanes;
+  const T* x = input5.const_data_ptr<T>();
+  const T* gy = grad5.const_data_ptr<T>();
+  const scalar_t* ln = log_norm5.const_data_ptr<scalar_t>();
+  T* dx = grad_input5.mutable_data_ptr<T>();
+  const int64_t channels = input5.size(1), count = K::cell_count(g);
+  const int64_t window_rows = g.kernel[0] * g.kernel[1];
+  const int64_t xs[3] = {input5.stride(2), input5.stride(3), 1};
+  const int64_t grad_column_stride = grad5.stride(4);  // 0 for an expanded gradient
+  const int64_t plane_rows = g.output[0] * g.output[1];
+  const int64_t reached = 2 * g.output[2];  // the columns windows reach
+  at::parallel_for(0, input5.size(0) * channels * plane_rows, grain_for(g.output[2], count),
+                   [&](int64_t begin, int64_t end) {
+    const T* x_rows[kMaxVectorCells / 2];
+    T* dx_rows[kMaxVectorCells / 2];
+    Vec cells[K::kMax], cell_grads[K::kMax];
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t oh = row % g.output[1], od = (row / g.output[1]) % g.output[0];
+      const int64_t plane = row / plane_rows, n = plane / channels, c = plane % channels;
+      for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+        for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
+          const int64_t d = od * g.stride[0] + kd, h = oh * g.stride[1] + kh;
+          x_rows[kd * g.kernel[1] + kh] = x + element_offset(input5, n, c, d, h, 0);
+          dx_rows[kd * g.kernel[1] + kh] = dx + element_offset(grad_input5, n, c, d, h, 0);
+        }
+      const T* xp = x + n * input5.stride(0) + c * input5.stride(1);
+      const T* g_row = gy + element_offset(grad5, n, c, od, oh, 0);
+      const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
+      for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
+        // Lanes past the row get cells 0 and gradient 0: finite, and not stored.
+        const int64_t lanes = std::min(kLanes, g.output[2] - ow0), columns = 2 * lanes;
+        for (int64_t r = 0; r < window_rows; ++r) {
+          const T* at_column = x_rows[r] + 2 * ow0;
+          std::tie(cells[2 * r], cells[2 * r + 1]) = at::vec::deinterleave2(
+              load_widened(at_column, std::min(kLanes, columns)),
+              load_widened(at_column + kLanes, std::max<int64_t>(0, columns - kLanes)));
+        }
+        const T* g_at = g_row + ow0 * grad_column_stride;
+        const Vec grad = load_strided(g_at, grad_column_stride, lanes);
+        if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
+          alignas(64) scalar_t grads[kLanes];
+          const T* lane_planes[kLanes];
+          for (int64_t l = 0; l < lanes; ++l) {
+            grads[l] = static_cast<scalar_t>(g_at[l * grad_column_stride]);
+            lane_planes[l] = xp;
+          }
+          const int64_t index[3] = {od, oh, ow0}, step[3] = {0, 0, 1};
+          K::backward_by_lane(lane_planes, xs, g, index, step, lanes, grads, ln_row + ow0,
+                              cell_grads);
+        }
+        for (int64_t r = 0; r < window_rows; ++r) {
+          Vec low, high;
+          std::tie(low, high) = at::vec::interleave2(cell_grads[2 * r] + Vec(0),
+                                                     cell_grads[2 * r + 1] + Vec(0));
+          store_rounded(low, dx_rows[r] + 2 * ow0, std::min(kLanes, columns));
+          if (columns > kLanes) store_rounded(high, dx_rows[r] + 2 * ow0 + kLanes, columns - kLanes);
+        }
+      }
+      for (int64_t r = 0; r < window_rows; ++r)
+        std::fill(dx_rows[r] + reached, dx_rows[r] + g.input[2], T(0));
+    }
+  });
+  // Rows no window reaches: past the last window, or between windows (kernel < stride).
+  const auto reached_along = [&](int dim, int64_t i) {
+    return i < g.output[dim] * g.stride[dim] && i % g.stride[dim] < g.kernel[dim];
+  };
+  std::vector<std::pair<int64_t, int64_t>> unreached;  // (d, h)
+  for (int64_t d = 0; d < g.input[0]; ++d)
+    for (int64_t h = 0; h < g.input[1]; ++h)
+      if (!reached_along(0, d) || !reached_along(1, h)) unreached.emplace_back(d, h);
+  if (unreached.empty()) return;
+  const int64_t planes = input5.size(0) * channels;
+  at::parallel_for(0, planes, grain_for(static_cast<int64_t>(unreached.size()) * g.input[2]), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane)
+      for (const auto& [d, h] : unreached) {
+        T* row = dx + element_offset(grad_input5, plane / channels, plane % channels, d, h, 0);
+        std::fill(row, row + g.input[2], T(0));
+      }
+  });
+}
+
 }  // namespace
 
 void forward_rows(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
@@ -494,8 +597,13 @@ void backward_rows(const at::Tensor& grad5, const at::Tensor& input5, const at::
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
                                   "soft_pool_backward_rows", [&] {
     with_gradient_type<scalar_t>(grad_input5, [&](auto grad_type) {
+      using G = decltype(grad_type);
       with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
-        backward<scalar_t, decltype(grad_type)>(kernel, grad5, input5, log_norm5, grad_input5, g);
+        if constexpr (std::is_same_v<G, scalar_t>) {
+          if (direct_backward(g))
+            return backward_direct<scalar_t>(kernel, grad5, input5, log_norm5, grad_input5, g);
+        }
+        backward<scalar_t, G>(kernel, grad5, input5, log_norm5, grad_input5, g);
       });
     });
   });
