@@ -295,11 +295,16 @@ def main():
             raise UserError(str(error)) from None
     else:
         wrapper = TensorOutputs(model, kind).eval()
-    image = torch.randn(*args.shape)
+    # A fixed random input: the check gives the same verdict on every run. On
+    # noise a detector's scores nearly tie, and a kept detection can tie with
+    # a candidate the other runtime keeps instead, which the outputs do not
+    # show (3 of 300 random 64x64 inputs for the test's demo RetinaNet).
+    noise = torch.Generator().manual_seed(0)
+    image = torch.randn(*args.shape, generator=noise)
     if args.end2end and args.dynamic and args.shape[2] == args.shape[3]:
         # traced on a square image, the end-to-end graph comes out with its
         # height and width tied (it then fails on any other aspect ratio)
-        image = torch.randn(*args.shape[:3], args.shape[3] + 32)
+        image = torch.randn(*args.shape[:3], args.shape[3] + 32, generator=noise)
         print(f'[export] traced at {tuple(image.shape)}: a square example '
               'would tie the dynamic height to the width')
     exporter = export_onnx if args.format == 'onnx' else export_pt2
@@ -308,7 +313,7 @@ def main():
     check(run, wrapper, image, out, args.tolerance)
     if args.dynamic:  # another batch and size (multiples of 32 kept for FPNs)
         n, c, h, w = image.shape
-        check(run, wrapper, torch.randn(n + 1, c, h + 32, w + 64), out,
+        check(run, wrapper, torch.randn(n + 1, c, h + 32, w + 64, generator=noise), out,
               args.tolerance)
     if args.benchmark:
         with torch.no_grad():
