@@ -238,6 +238,7 @@ def test_packaged_configs_as_base_from_outside_the_repository(tmp_path):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('base,metric', [
     ('demo/retinanet_r18_softpool_demo.py', 'coco/bbox_mAP'),
     ('pretrain/demo/resnet18_softpool_demo.py', 'accuracy/top1'),
