@@ -15,7 +15,7 @@ POOL ?= softpool
 NVCC := $(shell command -v nvcc 2>/dev/null)
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(realpath $(dir $(NVCC))..))
 
-.PHONY: demo test venv build cuda-check gpu-check
+.PHONY: demo test test-fast venv build cuda-check gpu-check
 
 demo: build
 ifeq ($(TASK),video)
@@ -31,6 +31,11 @@ test: build
 ifneq ($(NVCC),)
 	$(MAKE) cuda-check
 endif
+
+# What a contributor runs between changes: every test but those marked slow
+# (trainings, wheel builds, the lower-capability reruns).
+test-fast: build
+	$(PY) -m pytest -m "not slow" tests
 
 venv: $(STACK_STAMP)
 build: $(BUILD_STAMP)

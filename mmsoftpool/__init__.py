@@ -16,7 +16,9 @@ if is_installed('mmengine'):
     from mmengine.config.utils import MODULE2PACKAGE
 
     from . import checkpoint  # noqa: F401  safe-loading allow-list for torch.load
-    from . import engine  # noqa: F401  RNGStateHook, CheckpointMatchHook
+    # hooks (AtomicCheckpointHook, RNGStateHook, CheckpointMatchHook, LastValidationHook),
+    # the 'atomic_local' file backend and CPUAmpOptimWrapper
+    from . import engine  # noqa: F401
     from . import models  # noqa: F401  SoftPool backbones for MMDetection
     from .models import classification  # noqa: F401  empty without MMPretrain
     from .models import video  # noqa: F401  empty without MMAction2

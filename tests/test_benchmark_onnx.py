@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # times ONNX Runtime sessions
+
 SCRIPT = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools' / 'benchmark_onnx.py'
 
 

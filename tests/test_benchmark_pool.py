@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # times the op in subprocesses
+
 SCRIPT = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools' / 'benchmark_pool.py'
 
 

@@ -459,6 +459,7 @@ class OldStyleMeta:
         return 'OldStyleMeta(lr=0.01)'
 
 
+@pytest.mark.slow
 def test_convert_needs_trust_and_writes_a_safe_file(tmp_path):
     model = ToyDetector()
     source = tmp_path / 'old.pth'

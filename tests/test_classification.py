@@ -421,6 +421,7 @@ def embedded_run(tmp_path_factory):
     return dict(checkpoint=checkpoint, roots=roots, tmp=tmp, top1=top1)
 
 
+@pytest.mark.slow
 def test_embedded_run_beats_chance(embedded_run):
     """The final val top-1 is far above chance (1/3): a binomial test over
     the 90 val images rejects guessing at p < 1e-4."""
@@ -429,6 +430,7 @@ def test_embedded_run_beats_chance(embedded_run):
     assert binomtest(correct, 90, 1 / 3, alternative='greater').pvalue < 1e-4
 
 
+@pytest.mark.slow
 def test_checkpoint_initialises_softpool_retinanet(embedded_run):
     """The hand-off: the classification checkpoint initialises the backbone
     of a SoftPool RetinaNet through init_cfg, with no missing or unexpected
@@ -448,6 +450,7 @@ def test_checkpoint_initialises_softpool_retinanet(embedded_run):
         torch.testing.assert_close(value, pretrained[key], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_pooling_swap_by_config_override_and_mcnemar(embedded_run):
     """The paper's "pre-trained" column: an existing checkpoint evaluated by
     tools/test.py with its pooling swapped by --cfg-options, no training;

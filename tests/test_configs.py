@@ -3,6 +3,7 @@ the SoftPool configs differ from their max-pool baselines only in the
 backbone's pooling; configs work from outside the repository."""
 import copy
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -238,6 +239,7 @@ def test_packaged_configs_as_base_from_outside_the_repository(tmp_path):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('base,metric', [
     ('demo/retinanet_r18_softpool_demo.py', 'coco/bbox_mAP'),
     ('pretrain/demo/resnet18_softpool_demo.py', 'accuracy/top1'),
@@ -264,3 +266,30 @@ def test_config_inheriting_a_demo_config_trains_from_a_user_folder(
     assert result.returncode == 0, log[-3000:]
     assert f'{metric}:' in log
     assert 'mmsoftpool.version' not in log  # MMEngine's scope warning
+
+
+def readme_python_blocks():
+    text = (REPO / 'README.md').read_text()
+    return re.findall(r'```python\n(.*?)```', text, re.S)
+
+
+def test_readme_examples_run_from_a_user_folder(tmp_path):
+    """The README's two examples as a user runs them, outside the checkout: the
+    PyTorch one, and its mmdet config built as mmdet's tools build it (the
+    base from mmdet's package, the plugin by custom_imports)."""
+    torch_example, config = readme_python_blocks()
+    run_python(torch_example, cwd=tmp_path)
+    (tmp_path / 'my_retinanet.py').write_text(config)
+    result = run_python("""
+        from mmengine.config import Config
+        from mmdet.utils import register_all_modules
+        register_all_modules()
+        from mmdet.registry import MODELS
+        cfg = Config.fromfile('my_retinanet.py')
+        cfg.model.backbone.init_cfg = None  # no download: the weights do not matter here
+        model = MODELS.build(cfg.model)
+        print(type(model.backbone).__name__, model.backbone.maxpool)
+        """, cwd=tmp_path)
+    assert result.stdout.split('\n')[0] == (
+        'SoftPoolResNet SoftPool2d(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0), '
+        'ceil_mode=False)')

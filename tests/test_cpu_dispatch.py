@@ -54,6 +54,7 @@ def test_kernels_follow_aten_capability(capability):
         assert ours == capability.upper()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('capability', LOWER)
 def test_op_tests_pass_with_a_lower_capability(capability, tmp_path):
     """The op's whole test module (and the exponential's bound) on the

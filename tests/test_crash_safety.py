@@ -20,6 +20,8 @@ import zipfile
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # trains in subprocesses killed mid-save
+
 TESTS = osp.dirname(osp.abspath(__file__))
 
 # Runs the tiny model; argv: work_dir, hook type, crash point, output file.

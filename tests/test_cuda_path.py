@@ -34,7 +34,11 @@ SCALE = 3.0  # inputs are randn * SCALE
 BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
         torch.bfloat16: torch.int16}
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+
+def needs_gpu(test):
+    """A test that runs the real CUDA kernels: marked cuda, skipped without a GPU."""
+    return pytest.mark.cuda(
+        pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')(test))
 
 
 def op_args(kernel, stride, padding, ceil_mode):

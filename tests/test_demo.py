@@ -141,6 +141,7 @@ def test_a_root_made_meanwhile_is_checked_not_replaced(tmp_path,
     assert sorted(os.listdir(tmp_path)) == ['other', 'same']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('detector', ['retinanet', 'mask_rcnn'])
 def test_short_demo_run_matches_cocoeval(tmp_path, detector):
     data_root, work_dir = tmp_path / 'data', tmp_path / 'work'

@@ -250,6 +250,7 @@ def export_lines(result):
     return [line for line in result.stdout.splitlines() if line.startswith('[export]')]
 
 
+@pytest.mark.slow
 def test_export_tool_retinanet_onnx_dynamic(checkpoints):
     folder, paths = checkpoints
     config, checkpoint = paths['retinanet']
@@ -262,6 +263,7 @@ def test_export_tool_retinanet_onnx_dynamic(checkpoints):
     assert [o.name for o in model.graph.output][:2] == ['cls_score_0', 'cls_score_1']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('format', ['onnx', 'pt2'])
 def test_export_tool_classifier(checkpoints, format):
     folder, paths = checkpoints
@@ -272,6 +274,7 @@ def test_export_tool_classifier(checkpoints, format):
     assert osp.isfile(folder / f'resnet18-softpool_8xb32_in1k.{format}')
 
 
+@pytest.mark.slow
 def test_export_tool_refuses_raw_two_stage_outputs(checkpoints):
     """A two-stage detector exports end to end only (tests/test_end2end.py):
     without --end2end, one line and exit code 2, before any checkpoint is read."""

@@ -151,6 +151,8 @@ def trained(tmp_path_factory):
     return shortened_demo_and_export(tmp_path_factory.mktemp('end2end'), 'retinanet',
                                      'model.test_cfg.score_thr=0.0')
 
+
+@pytest.mark.slow
 def test_end2end_export_is_standard_onnx(trained):
     _, _, _, model_file, stdout = trained
     assert '(2, 3, 160, 224): 2 outputs' in stdout  # checked at another batch and size
@@ -184,6 +186,7 @@ def coco_stats(folder, config, model, *extra, iou_types=('bbox', )):
         return json.load(f), stats[0] if len(stats) == 1 else stats
 
 
+@pytest.mark.slow
 def test_onnxruntime_coco_ap_matches_pytorch(trained):
     folder, config, checkpoint, model, _ = trained
     torch_results, torch_stats = coco_stats(folder, config, checkpoint)
@@ -213,6 +216,7 @@ def same_decided_detections(torch_results, ort_results) -> int:
     return compared
 
 
+@pytest.mark.slow
 def test_inference_tool_paints_onnxruntime_boxes(trained):
     folder, config, _, model, _ = trained
     image = folder / 'data' / 'val' / sorted(p.name for p in (folder / 'data' / 'val').iterdir())[0]
@@ -233,6 +237,7 @@ def docs_example():
     return re.search(r'<!-- end2end example -->\n```python\n(.*?)```', text, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_docs_example_runs_with_onnxruntime_numpy_and_pil_only(trained):
     folder, _, _, model, _ = trained
     script = folder / 'detect.py'
@@ -247,6 +252,7 @@ def test_docs_example_runs_with_onnxruntime_numpy_and_pil_only(trained):
                          for line in lines), lines[:5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', ['missing file', 'not onnx', 'raw outputs', 'wrong size',
                                   'other model'])
 def test_bad_input_is_one_line_exit_2(trained, case, tmp_path):
@@ -287,6 +293,8 @@ def test_bad_input_is_one_line_exit_2(trained, case, tmp_path):
 def trained_mask_rcnn(tmp_path_factory):
     return shortened_demo_and_export(tmp_path_factory.mktemp('end2end_mask'), 'mask_rcnn')
 
+
+@pytest.mark.slow
 def test_mask_rcnn_onnxruntime_coco_ap_matches_pytorch(trained_mask_rcnn):
     folder, config, checkpoint, model_file, stdout = trained_mask_rcnn
     assert '(2, 3, 160, 224): 3 outputs' in stdout

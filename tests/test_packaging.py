@@ -20,6 +20,8 @@ import pytest
 from helpers import TINY_DEMO, tiny_demo_overrides
 from mmsoftpool.datasets.demo import generate_demo_dataset
 
+pytestmark = pytest.mark.slow  # builds and installs the wheel, trains
+
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 900
 

@@ -24,6 +24,8 @@ from mmengine.runner import Runner
 
 from mmsoftpool.datasets.demo import generate_demo_dataset
 
+pytestmark = pytest.mark.slow  # trains the demo detector
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BASE_CONFIG = osp.join(REPO, 'configs/demo/retinanet_r18_softpool_demo.py')
 

@@ -242,6 +242,7 @@ def trained(tmp_path_factory, softpool_cfg):
     return result, work
 
 
+@pytest.mark.slow
 def test_dist_train_two_cpu_processes(trained):
     result, work = trained
     log = result.stdout + result.stderr
@@ -277,6 +278,7 @@ def test_test_tool_out_and_show_dir(tmp_path, softpool_cfg, trained):
     assert len(painted) == 2
 
 
+@pytest.mark.slow
 def test_dist_test_two_cpu_processes(tmp_path, softpool_cfg, trained):
     result = run([
         'bash',

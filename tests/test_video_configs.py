@@ -144,6 +144,7 @@ def test_metafile_lists_every_table7_config():
         assert 'configs/video/metafile.yml' in yaml.safe_load(f)['Import']
 
 
+@pytest.mark.slow
 def test_config_inheriting_the_video_demo_trains_from_a_user_folder(tmp_path):
     """``_base_ = 'mmsoftpool::video/demo/...'``: MMEngine scopes the dicts
     our file defines to ``mmsoftpool``; they must resolve in MMAction2's

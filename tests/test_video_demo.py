@@ -134,6 +134,7 @@ def check_dataset(root, DemoActionsDataset):
         DemoActionsDataset(root, 'val', pipeline=pipeline, ann_file='x.txt')
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     """tools/demo_video.py on a tiny clip set, one epoch: it prints the
     accuracy and writes metrics.json and confusion_matrix.png."""

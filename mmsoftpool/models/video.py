@@ -27,8 +27,8 @@ else:
         raise ImportError(
             'mmaction2 1.2.0 as published cannot import mmaction.models: '
             'mmaction/models/localizers/__init__.py imports .drn, which its '
-            'wheel and sdist do not contain. tools/setup_venv.sh installs a '
-            'copy with that import removed (see docs/video.md).') from error
+            'wheel and sdist do not contain. tools/install_mmaction2.sh '
+            'installs a copy with that import removed (see docs/video.md).') from error
     from mmaction.registry import MODELS
 
     __all__ = ['SoftPoolResNet3d', 'SoftPoolResNet3dSlowOnly', 'SoftPoolResNet2Plus1d']
