@@ -151,6 +151,35 @@ inline Vectorized<compute_t<T>> load_strided(const T* ptr, int64_t stride, int64
   return load_widened<T>(buffer);
 }
 
+// The offset of each cell of window (od, oh, ow) for the spatial strides, -1
+// for a padding cell, in the kernels' cell order (kd, kh, kw); returns the
+// count. With `first`, also whether the
+// window is the first (in the kernels' od, oh, ow order) to reach the cell:
+// no earlier window covers it along any dimension.
+inline int64_t window_cells(const int64_t* strides, const PoolGeometry& g, int64_t od, int64_t oh,
+                            int64_t ow, int64_t* offsets, bool* first = nullptr) {
+  const int64_t index[3] = {od, oh, ow};
+  int64_t start[3];
+  for (int d = 0; d < 3; ++d) start[d] = index[d] * g.stride[d] - g.padding[d];
+  int64_t i = 0;
+  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+    for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+      for (int64_t kw = 0; kw < g.kernel[2]; ++kw, ++i) {
+        const int64_t d = start[0] + kd, h = start[1] + kh, w = start[2] + kw;
+        const bool inside = d >= 0 && d < g.input[0] && h >= 0 && h < g.input[1] && w >= 0 &&
+                            w < g.input[2];
+        offsets[i] = inside ? d * strides[0] + h * strides[1] + w * strides[2] : -1;
+        if (first) {
+          const int64_t k[3] = {kd, kh, kw};
+          bool earliest = true;
+          for (int a = 0; a < 3; ++a)
+            earliest = earliest && (index[a] == 0 || k[a] >= g.kernel[a] - g.stride[a]);
+          first[i] = earliest;
+        }
+      }
+  return i;
+}
+
 // kCells > 0: windows of exactly kCells cells, known at compile time so that
 // the loops unroll and the cells stay in registers; 0: any count up to
 // kMaxVectorCells.
@@ -212,34 +241,27 @@ struct VecWindow {
   // The backward of lanes [0, lanes) by window.h's scalar arithmetic (for
   // vectors holding a window with a non-finite maximum), cells in the same
   // order as the vector path, 0 for padding cells and lanes past `lanes`.
-  // Lane j is the window at `index` + j * lane_step in the plane `planes[j]`
-  // (of the tensors' type T; grads and log_norms in scalar_t).
+  // Lane j is the window at `index` + j * lane_step in the plane at
+  // plane + j * plane_step, with incoming gradient grads[j * grad_step] (of
+  // the tensors' type T) and log_norms[j].
   template <typename T>
-  static void backward_by_lane(const T* const* planes, const int64_t* xs,
+  static void backward_by_lane(const T* plane, int64_t plane_step, const int64_t* xs,
                                const PoolGeometry& g, const int64_t* index,
-                               const int64_t* lane_step, int64_t lanes, const scalar_t* grads,
-                               const scalar_t* log_norms, Vec* cell_grads) {
+                               const int64_t* lane_step, int64_t lanes, const T* grads,
+                               int64_t grad_step, const scalar_t* log_norms, Vec* cell_grads) {
     alignas(64) scalar_t buffer[kMax][kLanes] = {};
+    int64_t offsets[kMax];
     for (int64_t j = 0; j < lanes; ++j) {
-      int64_t window[3], start[3];
-      for (int d = 0; d < 3; ++d) {
-        window[d] = index[d] + j * lane_step[d];
-        start[d] = window[d] * g.stride[d] - g.padding[d];
-      }
-      const Window w = window_at(g, window[0], window[1], window[2]);
-      const auto stats = window_grad_stats<scalar_t>(planes[j], w, xs, log_norms[j]);
-      int64_t i = 0;
-      for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
-        for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
-          for (int64_t kw = 0; kw < g.kernel[2]; ++kw, ++i) {
-            const int64_t p[3] = {start[0] + kd, start[1] + kh, start[2] + kw};
-            const bool inside = p[0] >= 0 && p[0] < g.input[0] && p[1] >= 0 &&
-                                p[1] < g.input[1] && p[2] >= 0 && p[2] < g.input[2];
-            if (inside)
-              buffer[i][j] = cell_gradient(
-                  static_cast<scalar_t>(planes[j][p[0] * xs[0] + p[1] * xs[1] + p[2] * xs[2]]),
-                  grads[j], stats);
-          }
+      const int64_t od = index[0] + j * lane_step[0], oh = index[1] + j * lane_step[1],
+                    ow = index[2] + j * lane_step[2];
+      const T* lane_plane = plane + j * plane_step;
+      const auto stats =
+          window_grad_stats<scalar_t>(lane_plane, window_at(g, od, oh, ow), xs, log_norms[j]);
+      const scalar_t grad = static_cast<scalar_t>(grads[j * grad_step]);
+      const int64_t count = window_cells(xs, g, od, oh, ow, offsets);
+      for (int64_t i = 0; i < count; ++i)
+        if (offsets[i] >= 0)
+          buffer[i][j] = cell_gradient(static_cast<scalar_t>(lane_plane[offsets[i]]), grad, stats);
     }
     for (int64_t i = 0; i < cell_count(g); ++i) cell_grads[i] = Vec::loadu(buffer[i]);
   }

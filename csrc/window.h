@@ -4,7 +4,7 @@
 //   forward   y = m + sum_i e_i (x_i - m) / s,   e_i = exp(x_i - m),  s = sum_i e_i
 //             log_norm = log(s), saved for the backward
 //   backward  w_i = exp(x_i - m - log_norm)
-//             dx_i += g w_i (1 + (x_i - m) - (y - m))
+//             dx_i += dy w_i (1 + (x_i - m) - (y - m)),   dy the incoming gradient
 // Everything is relative to m, so it neither overflows nor loses precision for
 // large |x|. Special windows behave like max_pool: any NaN gives NaN, a +inf
 // gives +inf (its gradient shared by the +inf cells), all -inf gives -inf;
@@ -127,16 +127,16 @@ C10_HOST_DEVICE inline WindowGradStats<acc_t> window_grad_stats(const scalar_t* 
   return s;
 }
 
-// The gradient a window with incoming gradient g passes to its cell holding v.
+// The gradient a window with incoming gradient dy passes to its cell holding v.
 template <typename acc_t>
-C10_HOST_DEVICE inline acc_t cell_gradient(acc_t v, acc_t g, const WindowGradStats<acc_t>& s) {
+C10_HOST_DEVICE inline acc_t cell_gradient(acc_t v, acc_t dy, const WindowGradStats<acc_t>& s) {
   constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
-  if (s.m != s.m) return g * s.m;  // NaN window: NaN gradient
-  if (s.m == inf) return v == inf ? g / static_cast<acc_t>(s.inf_count) : acc_t(0);
+  if (s.m != s.m) return dy * s.m;  // NaN window: NaN gradient
+  if (s.m == inf) return v == inf ? dy / static_cast<acc_t>(s.inf_count) : acc_t(0);
   if (s.m == -inf) return 0;  // all -inf: no weight anywhere
   const acc_t d = v - s.m;
   const acc_t weight = std::exp(d - s.log_norm);
-  return weight != 0 ? g * weight * (1 + d - s.shifted_out) : acc_t(0);
+  return weight != 0 ? dy * weight * (1 + d - s.shifted_out) : acc_t(0);
 }
 
 }  // namespace mmsoftpool

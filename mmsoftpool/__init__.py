@@ -7,8 +7,8 @@ registers the modules, the SoftPool backbones (MMPretrain's only where it is
 installed), the engine hooks and the demo datasets, and installs the
 safe-loading allow-list for ``torch.load``.
 """
-from .ops import (SoftPool1d, SoftPool2d, SoftPool3d, export_decompositions,
-                  soft_pool1d, soft_pool2d, soft_pool3d)
+from .ops import (SoftPool1d, SoftPool2d, SoftPool3d, enable_export,
+                  export_decompositions, soft_pool1d, soft_pool2d, soft_pool3d)
 from .optional import is_installed
 from .version import __version__
 
@@ -35,5 +35,5 @@ if is_installed('mmengine'):
 
 __all__ = [
     '__version__', 'soft_pool1d', 'soft_pool2d', 'soft_pool3d', 'SoftPool1d',
-    'SoftPool2d', 'SoftPool3d', 'export_decompositions'
+    'SoftPool2d', 'SoftPool3d', 'enable_export', 'export_decompositions'
 ]

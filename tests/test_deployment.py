@@ -1,6 +1,7 @@
 """Export: SoftPool as standard operators in ONNX (checked in ONNX Runtime)
 and in torch.export programs; the export tool on RetinaNet and a classifier."""
 import collections
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from mmsoftpool.ops.export import paper_formula_sums, soft_pool_forward_decompos
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 EXPORT = osp.join(REPO, 'tools', 'deployment', 'export.py')
 FORWARD = torch.ops.mmsoftpool.soft_pool_forward
+mmsoftpool.enable_export()  # the one call a plain torch.onnx.export needs
 LAYER = {1: mmsoftpool.SoftPool1d, 2: mmsoftpool.SoftPool2d, 3: mmsoftpool.SoftPool3d}
 
 # (spatial size at export, kernel, stride, padding, ceil_mode): k != s both
@@ -215,6 +217,45 @@ def test_eager_and_compile_still_run_the_kernels():
         x_eager = x.detach().requires_grad_()
         (dx_eager, ) = torch.autograd.grad(step(x_eager), x_eager)
         torch.testing.assert_close(dx, dx_eager)
+
+
+# A fresh process: what import does to torch, and torch.compile (inductor,
+# with CI set, which makes inductor strict about fallbacks) before any export
+# was enabled.
+IMPORT_AND_COMPILE = '''
+import sys
+import torch
+import mmsoftpool
+forward = torch.ops.mmsoftpool.soft_pool_forward.default
+assert forward not in torch._decomp.decomposition_table, 'import wrote the table'
+# torch._dynamo (which torch.library loads) imports torch._inductor.config
+# itself; inductor's lowerings are what the export table used to pull in
+assert 'torch._inductor.lowering' not in sys.modules
+
+def step(x):
+    return mmsoftpool.soft_pool2d(x.relu(), 3, 2, 1).square().sum()
+
+x = torch.randn(2, 4, 11, 10, requires_grad=True)
+(dx, ) = torch.autograd.grad(torch.compile(step, fullgraph=True)(x), x)
+x_eager = x.detach().requires_grad_()
+(dx_eager, ) = torch.autograd.grad(step(x_eager), x_eager)
+torch.testing.assert_close(dx, dx_eager)
+mmsoftpool.enable_export()
+mmsoftpool.enable_export()  # a second call changes nothing
+assert torch._decomp.decomposition_table[forward].__module__ == 'mmsoftpool.ops.export'
+print('ok')
+'''
+
+
+def test_import_changes_no_torch_table_and_compile_runs_without_export(tmp_path):
+    """``import mmsoftpool`` imports none of inductor's lowerings and writes no
+    torch table; torch.compile runs the kernels with export never enabled.
+    (After :func:`mmsoftpool.enable_export`, as in this test process:
+    tests/test_soft_pool.py::test_torch_compile_fullgraph.)"""
+    env = dict(os.environ, CI='1', TORCHINDUCTOR_CACHE_DIR=str(tmp_path / 'inductor'))
+    result = subprocess.run([sys.executable, '-c', IMPORT_AND_COMPILE], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == 'ok', result.stderr[-3000:]
 
 
 # --- the export tool, run as users run it, from their own folder ----------

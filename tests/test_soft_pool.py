@@ -9,6 +9,7 @@ import torch
 import torch._inductor.config
 import torch.nn.functional as F
 
+import mmsoftpool
 from mmsoftpool import SoftPool1d, SoftPool2d, SoftPool3d
 from mmsoftpool.ops import soft_pool1d, soft_pool2d, soft_pool3d
 from helpers import run_python
@@ -139,8 +140,11 @@ def test_opcheck(device):
 
 
 def test_torch_compile_fullgraph(device, monkeypatch):
-    # CI=1 makes inductor refuse an implicit fallback for an op that has a
-    # decomposition (the export one); caches off, so the lowering really runs.
+    # After enable_export (the table holds the op's decomposition), CI=1 makes
+    # inductor refuse an implicit fallback; the op's own lowering answers.
+    # Caches off, so the lowering really runs. Before enable_export:
+    # test_deployment.py::test_import_changes_no_torch_table_and_compile_runs_without_export.
+    mmsoftpool.enable_export()
     monkeypatch.setenv('CI', '1')
     monkeypatch.setattr(torch._inductor.config, 'force_disable_caches', True)
     torch._dynamo.reset()

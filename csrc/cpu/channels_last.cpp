@@ -15,38 +15,10 @@ namespace CPU_CAPABILITY {
 
 namespace {
 
-// The offset of each cell of window (od, oh, ow) for the spatial strides, -1
-// for a padding cell, in window.h's order. With `first`, also whether the
-// window is the first (in the kernels' od, oh, ow order) to reach the cell:
-// no earlier window covers it along any dimension.
-int64_t window_cells(const int64_t* strides, const PoolGeometry& g, int64_t od, int64_t oh,
-                     int64_t ow, int64_t* offsets, bool* first = nullptr) {
-  const int64_t index[3] = {od, oh, ow};
-  int64_t start[3];
-  for (int d = 0; d < 3; ++d) start[d] = index[d] * g.stride[d] - g.padding[d];
-  int64_t i = 0;
-  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
-    for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
-      for (int64_t kw = 0; kw < g.kernel[2]; ++kw, ++i) {
-        const int64_t d = start[0] + kd, h = start[1] + kh, w = start[2] + kw;
-        const bool inside = d >= 0 && d < g.input[0] && h >= 0 && h < g.input[1] && w >= 0 &&
-                            w < g.input[2];
-        offsets[i] = inside ? d * strides[0] + h * strides[1] + w * strides[2] : -1;
-        if (first) {
-          const int64_t k[3] = {kd, kh, kw};
-          bool earliest = true;
-          for (int a = 0; a < 3; ++a)
-            earliest = earliest && (index[a] == 0 || k[a] >= g.kernel[a] - g.stride[a]);
-          first[i] = earliest;
-        }
-      }
-  return i;
-}
-
 // Pointers to the cells of a window in one sample from their offsets; padding
 // cells point at `padding` (a row of -inf, or one that is only written).
 template <typename T>
-void cell_pointers(T* sample, const int64_t* offsets, int64_t count, T* padding, T** cells) {
+void cells_at_offsets(T* sample, const int64_t* offsets, int64_t count, T* padding, T** cells) {
   for (int64_t i = 0; i < count; ++i) cells[i] = offsets[i] >= 0 ? sample + offsets[i] : padding;
 }
 
@@ -76,7 +48,7 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5, at::Tensor
       const T* x_sample = x + n * input5.stride(0);
       for (int64_t ow = 0; ow < g.output[2]; ++ow) {
         window_cells(xs, g, od, oh, ow, offsets);
-        cell_pointers(x_sample, offsets, count, padding.data(), cell_at);
+        cells_at_offsets(x_sample, offsets, count, padding.data(), cell_at);
         T* y_at = y + element_offset(output5, n, 0, od, oh, ow);
         scalar_t* ln_at = ln + element_offset(log_norm5, n, 0, od, oh, ow);
         for (int64_t c0 = 0; c0 < channels; c0 += K::kLanes) {
@@ -186,24 +158,19 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
           for (int64_t ow = 0; ow < g.output[2]; ++ow) {
             window_cells(xs, g, od, oh, ow, x_offsets);
             window_cells(sum_strides, g, od, oh, ow, dx_offsets, first);
-            cell_pointers(x_sample, x_offsets, count, padding.data(), cell_at);
-            cell_pointers(sums, dx_offsets, count, padding_grad.data(), grad_at);
+            cells_at_offsets(x_sample, x_offsets, count, padding.data(), cell_at);
+            cells_at_offsets(sums, dx_offsets, count, padding_grad.data(), grad_at);
             for (int64_t c0 = c_begin; c0 < c_end; c0 += K::kLanes) {
               const int64_t lanes = std::min(K::kLanes, c_end - c0);
-              const T* g_at = gy + element_offset(grad5, n, c0, od, oh, ow);
+              const T* dy_at = gy + element_offset(grad5, n, c0, od, oh, ow);
               const scalar_t* ln_at = ln + element_offset(log_norm5, n, c0, od, oh, ow);
               for (int64_t i = 0; i < count; ++i) cells[i] = load_widened(cell_at[i] + c0, lanes);
-              const Vec grad = load_strided(g_at, grad_channel_stride, lanes);
+              const Vec grad = load_strided(dy_at, grad_channel_stride, lanes);
               if (!K::backward(cells, count, grad, Vec::loadu(ln_at, lanes), cell_grads)) {
-                alignas(64) scalar_t grads[K::kLanes];
-                const T* lane_planes[K::kLanes];
-                for (int64_t l = 0; l < lanes; ++l) {
-                  grads[l] = static_cast<scalar_t>(g_at[l * grad_channel_stride]);
-                  lane_planes[l] = x_sample + c0 + l;
-                }
-                const int64_t index[3] = {od, oh, ow}, step[3] = {0, 0, 0};
-                K::backward_by_lane(lane_planes, xs, g, index, step, lanes, grads, ln_at,
-                                    cell_grads);
+                // the lanes: one window in neighbouring channels
+                const int64_t index[3] = {od, oh, ow}, same_window[3] = {0, 0, 0};
+                K::backward_by_lane(x_sample + c0, 1, xs, g, index, same_window, lanes, dy_at,
+                                    grad_channel_stride, ln_at, cell_grads);
               }
               for (int64_t i = 0; i < count; ++i) {
                 A* at = grad_at[i] + (c0 - channel_base);

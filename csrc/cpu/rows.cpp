@@ -24,6 +24,9 @@ namespace CPU_CAPABILITY {
 
 namespace {
 
+// The lanes' windows are neighbouring output columns of one plane.
+constexpr int64_t kNextColumn[3] = {0, 0, 1};
+
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -31,7 +34,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // s * (q - shift) + r is entry q of phase r, and cell kw of the window at
 // output column ow is entry ow + (kw - padding) / s + shift (rounded down) of
 // phase (kw - padding) mod s. The backward accumulates into a split gradient
-// row with plain vector adds and merges it back in one pass.
+// row with plain vector adds and unsplits it into the input gradient in one
+// pass.
 template <typename scalar_t>
 struct RowPhases {
   using Vec = Vectorized<scalar_t>;
@@ -60,9 +64,10 @@ struct RowPhases {
   int64_t size() const { return stride * length; }
   int64_t column(int64_t phase, int64_t q) const { return stride * (q - shift) + phase; }
 
-  // Stride 1 or 2 (the SIMD cases): entries q0 .. q0 + kLanes - 1 of every
-  // phase are one block of stride * kLanes input columns from column(0, q0).
-  bool simd() const { return stride <= 2; }
+  // Stride 1 or 2: entries q0 .. q0 + kLanes - 1 of every phase are one
+  // block of stride * kLanes input columns from column(0, q0), split (and
+  // unsplit) by vector loads and a deinterleave (interleave).
+  bool splits_by_deinterleave() const { return stride <= 2; }
 
   // Lanes j < n of `head`, the others of `tail` (n may be <= 0 or >= kLanes):
   // a compare and a blend, where Vec::set is a call over a switch.
@@ -82,7 +87,7 @@ struct RowPhases {
   template <typename T>
   void split(const T* row, scalar_t* out) const {
     for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
-      if (simd()) {
+      if (splits_by_deinterleave()) {
         const int64_t c0 = column(0, q0);
         Vec even, odd(0);
         if (c0 >= 0) {
@@ -127,11 +132,12 @@ struct RowPhases {
   // row[c] = the entry of column c (0 where no window reaches), or row[c] +=
   // it with `accumulate` (then columns no window reaches are left alone).
   // Entries no window reads hold 0 (their lanes carry no gradient). The row
-  // holds G: scalar_t, or the tensors' type where each row is merged once.
+  // holds G: scalar_t, or the tensors' type where each row is written back
+  // once.
   template <typename G>
-  void merge(const scalar_t* split, G* row, bool accumulate) const {
+  void unsplit(const scalar_t* split, G* row, bool accumulate) const {
     for (int64_t q0 = 0; q0 < length; q0 += kLanes) {
-      if (simd()) {
+      if (splits_by_deinterleave()) {
         const int64_t c0 = column(0, q0);
         Vec low = Vec::loadu(split + q0), high;
         if (stride == 2) std::tie(low, high) = at::vec::interleave2(low, Vec::loadu(split + length + q0));
@@ -177,11 +183,11 @@ class RowSlots {
 
   // Points rows[kd * kernel_h + kh] at window row (kd, kh) of output row (od,
   // oh) of `plane` (x_plane, spatial strides xs), nullptr for padding rows,
-  // splitting the rows not held yet; evict(tag, grad) is called first for a
-  // row that leaves its slot.
-  template <typename T, typename Evict>
+  // splitting the rows not held yet; write_back(tag, grad) is called first
+  // for a row that leaves its slot.
+  template <typename T, typename WriteBack>
   void window_rows(int64_t plane, const T* x_plane, const int64_t* xs, int64_t od,
-                   int64_t oh, scalar_t** rows, scalar_t** grads, Evict&& evict) {
+                   int64_t oh, scalar_t** rows, scalar_t** grads, WriteBack&& write_back) {
     for (int64_t kd = 0; kd < g_.kernel[0]; ++kd) {
       const int64_t d = od * g_.stride[0] - g_.padding[0] + kd;
       for (int64_t kh = 0; kh < g_.kernel[1]; ++kh) {
@@ -197,7 +203,7 @@ class RowSlots {
         scalar_t* split = split_.get() + slot * phases_.size();
         scalar_t* grad = grad_ ? grad_.get() + slot * phases_.size() : nullptr;
         if (tags_[slot] != tag) {
-          if (grad && tags_[slot] >= 0) evict(tags_[slot], grad);
+          if (grad && tags_[slot] >= 0) write_back(tags_[slot], grad);
           phases_.split(x_plane + d * xs[0] + h * xs[1], split);
           if (grad) std::fill(grad, grad + phases_.size(), scalar_t(0));
           tags_[slot] = tag;
@@ -208,12 +214,12 @@ class RowSlots {
     }
   }
 
-  // evict(tag, grad) for every row held; the slots are empty afterwards.
-  template <typename Evict>
-  void evict_all(Evict&& evict) {
+  // write_back(tag, grad) for every row held; the slots are empty afterwards.
+  template <typename WriteBack>
+  void write_back_all(WriteBack&& write_back) {
     for (int64_t slot = 0; slot < slots_; ++slot)
       if (tags_[slot] >= 0) {
-        evict(tags_[slot], grad_.get() + slot * phases_.size());
+        write_back(tags_[slot], grad_.get() + slot * phases_.size());
         tags_[slot] = -1;
       }
   }
@@ -230,8 +236,8 @@ class RowSlots {
 // from (or, for the gradient, added to) in the split rows of one output row:
 // padding rows point at `padding`, a row of -inf (or a row that is never read).
 template <typename scalar_t>
-void cell_pointers(const RowPhases<scalar_t>& phases, const PoolGeometry& g,
-                   scalar_t* const* rows, scalar_t* padding, scalar_t** cells) {
+void cells_in_split_rows(const RowPhases<scalar_t>& phases, const PoolGeometry& g,
+                         scalar_t* const* rows, scalar_t* padding, scalar_t** cells) {
   for (int64_t r = 0, i = 0; r < g.kernel[0] * g.kernel[1]; ++r)
     for (int64_t kw = 0; kw < g.kernel[2]; ++kw, ++i)
       cells[i] = (rows[r] ? rows[r] : padding) + phases.cell_entry[kw];
@@ -265,14 +271,14 @@ class PairedRowEnds {
       pending_ln_ = ln_row + start_;
       return;
     }
-    flush();
+    run_pending();
     std::copy_n(out_lanes_ + tail_, tail_, y_row + start_);
     std::copy_n(ln_lanes_ + tail_, tail_, ln_row + start_);
   }
 
   // Runs the pending row end (lanes [0, t)), and keeps every lane's results
   // in out_lanes_, ln_lanes_ for add(); called at the end of a thread's rows.
-  void flush() {
+  void run_pending() {
     if (!pending_y_) return;
     Vec cells[K::kMax];
     for (int64_t i = 0; i < count_; ++i) cells[i] = Vec::loadu(cells_[i]);
@@ -326,7 +332,7 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
       const int64_t plane = row / plane_rows, n = plane / channels, c = plane % channels;
       slots.window_rows(plane, x + n * input5.stride(0) + c * input5.stride(1), xs, od, oh,
                         window_rows, nullptr, [](int64_t, scalar_t*) {});
-      cell_pointers(phases, g, window_rows, padding.get(), cell_at);
+      cells_in_split_rows(phases, g, window_rows, padding.get(), cell_at);
       T* y_row = y + element_offset(output5, n, c, od, oh, 0);
       scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
       for (int64_t ow0 = 0; ow0 < vector_end; ow0 += K::kLanes) {
@@ -339,7 +345,7 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
       }
       if (row_ends.used()) row_ends.add(cell_at, y_row, ln_row);
     }
-    row_ends.flush();
+    row_ends.run_pending();
   });
 }
 
@@ -350,9 +356,10 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
 // thread count. A slot's gradient row goes to the input gradient when it leaves
 // the slot: stored the first time, added afterwards; rows no window reaches are
 // zeroed at the end. Input and output gradient hold T, log_norm scalar_t, the
-// input gradient G: T, or scalar_t where a row may be merged more than once
-// (rows_backward_rounds_once). With a reduced G the rows two chunks share are
-// merged into a float32 side buffer instead, and rounded once at the end.
+// input gradient G: T, or scalar_t where a row may be written back more than
+// once (rows_backward_rounds_once). With a reduced G the rows two chunks share
+// are written back into a float32 side buffer instead, and rounded once at the
+// end.
 constexpr int64_t kChunkRows = 16;
 
 template <typename T, typename G, typename K>
@@ -400,14 +407,15 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
     const int64_t d = (tag % plane_rows) / g.input[1], h = tag % g.input[1];
     return dx + element_offset(grad_input5, n, c, d, h, 0);
   };
-  const auto flush = [&](int64_t tag, scalar_t* grad) {
+  // A slot's gradient row into the input gradient (or the side buffer).
+  const auto write_back = [&](int64_t tag, scalar_t* grad) {
     const int64_t shared = side_row(tag);
     if (shared >= 0) {
-      phases.merge(grad, side.data() + shared * g.input[2], side_written[shared] != 0);
+      phases.unsplit(grad, side.data() + shared * g.input[2], side_written[shared] != 0);
       side_written[shared] = 1;
       return;
     }
-    phases.merge(grad, dx_row(tag), written[tag] != 0);
+    phases.unsplit(grad, dx_row(tag), written[tag] != 0);
     written[tag] = 1;
   };
 
@@ -434,34 +442,28 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
         for (int64_t od = along == 0 ? first : 0; od < od_end; ++od) {
           const int64_t oh_end = along == 1 ? last : g.output[1];
           for (int64_t oh = along == 1 ? first : 0; oh < oh_end; ++oh) {
-            slots.window_rows(plane, xp, xs, od, oh, window_rows, grad_rows, flush);
-            cell_pointers(phases, g, window_rows, padding.get(), cell_at);
-            cell_pointers(phases, g, grad_rows, padding_grad, grad_at);
-            const T* g_row = gy + element_offset(grad5, n, c, od, oh, 0);
+            slots.window_rows(plane, xp, xs, od, oh, window_rows, grad_rows, write_back);
+            cells_in_split_rows(phases, g, window_rows, padding.get(), cell_at);
+            cells_in_split_rows(phases, g, grad_rows, padding_grad, grad_at);
+            const T* dy_row = gy + element_offset(grad5, n, c, od, oh, 0);
             const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
             for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += K::kLanes) {
               // Lanes past the row get gradient 0 and finite cells, so add 0.
               const int64_t lanes = std::min(K::kLanes, g.output[2] - ow0);
               for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + ow0);
-              const T* g_at = g_row + ow0 * grad_column_stride;
-              const Vec grad = load_strided(g_at, grad_column_stride, lanes);
+              const T* dy_at = dy_row + ow0 * grad_column_stride;
+              const Vec grad = load_strided(dy_at, grad_column_stride, lanes);
               if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
-                alignas(64) scalar_t grads[K::kLanes];
-                const T* lane_planes[K::kLanes];
-                for (int64_t l = 0; l < lanes; ++l) {
-                  grads[l] = static_cast<scalar_t>(g_at[l * grad_column_stride]);
-                  lane_planes[l] = xp;
-                }
-                const int64_t index[3] = {od, oh, ow0}, step[3] = {0, 0, 1};
-                K::backward_by_lane(lane_planes, xs, g, index, step, lanes, grads, ln_row + ow0,
-                                    cell_grads);
+                const int64_t index[3] = {od, oh, ow0};
+                K::backward_by_lane(xp, 0, xs, g, index, kNextColumn, lanes, dy_at,
+                                    grad_column_stride, ln_row + ow0, cell_grads);
               }
               for (int64_t i = 0; i < count; ++i)
                 (Vec::loadu(grad_at[i] + ow0) + cell_grads[i]).store(grad_at[i] + ow0);
             }
           }
         }
-        slots.evict_all(flush);
+        slots.write_back_all(write_back);
       }
     });
   }
@@ -526,7 +528,7 @@ void backward_direct(const K&, const at::Tensor& grad5, const at::Tensor& input5
           dx_rows[kd * g.kernel[1] + kh] = dx + element_offset(grad_input5, n, c, d, h, 0);
         }
       const T* xp = x + n * input5.stride(0) + c * input5.stride(1);
-      const T* g_row = gy + element_offset(grad5, n, c, od, oh, 0);
+      const T* dy_row = gy + element_offset(grad5, n, c, od, oh, 0);
       const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
       for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
         // Lanes past the row get cells 0 and gradient 0: finite, and not stored.
@@ -537,18 +539,12 @@ void backward_direct(const K&, const at::Tensor& grad5, const at::Tensor& input5
               load_widened(at_column, std::min(kLanes, columns)),
               load_widened(at_column + kLanes, std::max<int64_t>(0, columns - kLanes)));
         }
-        const T* g_at = g_row + ow0 * grad_column_stride;
-        const Vec grad = load_strided(g_at, grad_column_stride, lanes);
+        const T* dy_at = dy_row + ow0 * grad_column_stride;
+        const Vec grad = load_strided(dy_at, grad_column_stride, lanes);
         if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
-          alignas(64) scalar_t grads[kLanes];
-          const T* lane_planes[kLanes];
-          for (int64_t l = 0; l < lanes; ++l) {
-            grads[l] = static_cast<scalar_t>(g_at[l * grad_column_stride]);
-            lane_planes[l] = xp;
-          }
-          const int64_t index[3] = {od, oh, ow0}, step[3] = {0, 0, 1};
-          K::backward_by_lane(lane_planes, xs, g, index, step, lanes, grads, ln_row + ow0,
-                              cell_grads);
+          const int64_t index[3] = {od, oh, ow0};
+          K::backward_by_lane(xp, 0, xs, g, index, kNextColumn, lanes, dy_at, grad_column_stride,
+                              ln_row + ow0, cell_grads);
         }
         for (int64_t r = 0; r < window_rows; ++r) {
           Vec low, high;

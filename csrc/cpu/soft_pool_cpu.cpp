@@ -97,20 +97,14 @@ void backward_kernel(const at::Tensor& grad5, const at::Tensor& input5,
 // The vectorised kernels of one CPU capability.
 struct VectorKernels {
   const char* capability;
-  decltype(&DEFAULT::forward_rows) forward_rows;
-  decltype(&DEFAULT::backward_rows) backward_rows;
-  decltype(&DEFAULT::forward_channels) forward_channels;
-  decltype(&DEFAULT::backward_channels) backward_channels;
-  decltype(&DEFAULT::exp_nonpositive) exp_nonpositive;
-  decltype(&DEFAULT::log_normaliser) log_normaliser;
+#define MMSOFTPOOL_KERNEL_POINTER(capability, name, type) type* name;
+  MMSOFTPOOL_FOR_EACH_VECTOR_KERNEL(MMSOFTPOOL_KERNEL_POINTER, DEFAULT)
+#undef MMSOFTPOOL_KERNEL_POINTER
 };
 
-#define MMSOFTPOOL_VECTOR_KERNELS(capability)                                                 \
-  VectorKernels {                                                                             \
-    #capability, &capability::forward_rows, &capability::backward_rows,                     \
-        &capability::forward_channels, &capability::backward_channels,                      \
-        &capability::exp_nonpositive, &capability::log_normaliser                           \
-  }
+#define MMSOFTPOOL_KERNEL_ADDRESS(capability, name, type) , &capability::name
+#define MMSOFTPOOL_VECTOR_KERNELS(capability) \
+  VectorKernels { #capability MMSOFTPOOL_FOR_EACH_VECTOR_KERNEL(MMSOFTPOOL_KERNEL_ADDRESS, capability) }
 
 // The build for the capability ATen runs its own kernels with: the best the
 // CPU has, or the one ATEN_CPU_CAPABILITY names (read once, at first use).

@@ -37,8 +37,8 @@ inline bool windows_disjoint(const PoolGeometry& g) {
   return true;
 }
 
-// Whether the rows kernel's backward (csrc/cpu/rows.cpp) merges each input
-// row into the input gradient from one chunk pass only, up to the rows two
+// Whether the rows kernel's backward (csrc/cpu/rows.cpp) writes each input
+// row back into the input gradient from one chunk pass only, up to the rows two
 // chunks share, which it sums in float32 itself: then a bfloat16 or float16
 // gradient is written directly, rounded once. Not where windows overlap along
 // D while D is chunked: a row then re-enters its slot for the next depth.
@@ -53,23 +53,32 @@ inline bool rows_backward_rounds_once(const PoolGeometry& g) {
 // and input gradient; the backward kernels write every gradient cell.
 constexpr int64_t kMaxVectorCells = 32;
 
+// The signatures of the vectorised kernels and of the exponential and
+// logarithm they share (exposed for tests/test_cpu_dispatch.py).
+using ForwardKernel = void(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
+                           const PoolGeometry& g);
+using BackwardKernel = void(const at::Tensor& grad5, const at::Tensor& input5,
+                            const at::Tensor& log_norm5, at::Tensor& grad_input5,
+                            const PoolGeometry& g);
+using FloatMap = void(const float* in, float* out, int64_t size);
+
+// The one list of the kernels each capability build defines:
+// X(capability, name, type) for each.
+#define MMSOFTPOOL_FOR_EACH_VECTOR_KERNEL(X, capability) \
+  X(capability, forward_rows, ForwardKernel)             \
+  X(capability, backward_rows, BackwardKernel)           \
+  X(capability, forward_channels, ForwardKernel)         \
+  X(capability, backward_channels, BackwardKernel)       \
+  X(capability, exp_nonpositive, FloatMap)               \
+  X(capability, log_normaliser, FloatMap)
+
 // The kernel files are compiled once per CPU capability, as ATen's are, into
 // namespaces named after it (setup.py); soft_pool_cpu.cpp picks one at run
 // time from at::get_cpu_capability(), which honours ATEN_CPU_CAPABILITY.
-#define MMSOFTPOOL_DECLARE_VECTOR_KERNELS(capability)                                          \
-  namespace capability {                                                                       \
-  void forward_rows(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,      \
-                    const PoolGeometry& g);                                                    \
-  void backward_rows(const at::Tensor& grad5, const at::Tensor& input5,                        \
-                     const at::Tensor& log_norm5, at::Tensor& grad_input5,                     \
-                     const PoolGeometry& g);                                                   \
-  void forward_channels(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,  \
-                        const PoolGeometry& g);                                                \
-  void backward_channels(const at::Tensor& grad5, const at::Tensor& input5,                    \
-                         const at::Tensor& log_norm5, at::Tensor& grad_input5,                 \
-                         const PoolGeometry& g);                                               \
-  void exp_nonpositive(const float* in, float* out, int64_t size);                             \
-  void log_normaliser(const float* in, float* out, int64_t size);                              \
+#define MMSOFTPOOL_DECLARE_KERNEL(capability, name, type) type name;
+#define MMSOFTPOOL_DECLARE_VECTOR_KERNELS(capability)                          \
+  namespace capability {                                                       \
+  MMSOFTPOOL_FOR_EACH_VECTOR_KERNEL(MMSOFTPOOL_DECLARE_KERNEL, capability)     \
   }
 
 MMSOFTPOOL_DECLARE_VECTOR_KERNELS(DEFAULT)

@@ -5,7 +5,7 @@ registry (so configs build them and every downstream registry finds them) and
 the op's FLOPs handle is added to its complexity analysis.
 """
 from ..optional import is_installed
-from .export import export_decompositions
+from .export import enable_export, export_decompositions
 from .soft_pool import (SoftPool1d, SoftPool2d, SoftPool3d, soft_pool1d,
                         soft_pool2d, soft_pool3d)
 
@@ -17,5 +17,5 @@ if is_installed('mmengine'):
 
 __all__ = [
     'soft_pool1d', 'soft_pool2d', 'soft_pool3d', 'SoftPool1d', 'SoftPool2d',
-    'SoftPool3d', 'export_decompositions'
+    'SoftPool3d', 'enable_export', 'export_decompositions'
 ]

@@ -18,21 +18,19 @@ chosen at run time for the whole input (an ONNX ``If``):
 
 Half types accumulate in float32.
 
-Importing :mod:`mmsoftpool.ops` registers it where ``torch.onnx.export(...,
-dynamo=True)`` looks, so a plain export works; :func:`export_decompositions`
-is the table for ``ExportedProgram.run_decompositions``.
+:func:`enable_export` registers it where ``torch.onnx.export(...,
+dynamo=True)`` looks, so a plain export works after that one call;
+:func:`export_decompositions` is the table for
+``ExportedProgram.run_decompositions``. Importing this module changes no torch
+table.
 """
 import functools
 from typing import List, Sequence
 
 import torch
-import torch._decomp
 import torch.nn.functional as F
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
-from torch._subclasses.fake_tensor import FakeTensor
-from torch.fx.experimental.proxy_tensor import get_proxy_mode
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .soft_pool import _accumulation_dtype, _forward_fake, pooled_size
 
@@ -124,6 +122,9 @@ def _ratio(x, w, t):
 def _windowed(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
               padding: Sequence[int], ceil_mode: bool):
     """Output and log_norm per window, relative to its maximum (any input)."""
+    # imported here: torch itself does not load this module, and import of
+    # mmsoftpool should not pay for it
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
     dim = len(kernel_size)
     lead = x.dim() - dim  # the (N, C) dims, kept as they are
     masks: List[Tensor] = []
@@ -189,6 +190,8 @@ def _table_entry(input, kernel_size, stride, padding, ceil_mode):
     over the op's ``register_fake`` when sizes are symbolic (torch.compile
     with dynamic shapes): outside make_fx tracing, which is where export
     decomposes, the op's own fake answers, with its checks."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
     if get_proxy_mode() is None and isinstance(input, FakeTensor):
         return _forward_fake(input, kernel_size, stride, padding, ceil_mode)
     return soft_pool_forward_decomposition(input, kernel_size, stride, padding,
@@ -204,20 +207,30 @@ def export_decompositions():
     return table
 
 
-# torch 2.14's ONNX exporter decomposes with torch.export.default_decompositions()
-# chained with torch._decomp.decomposition_table
-# (torch/onnx/_internal/exporter/_decomp.py). Writing into that table is
-# private API, but it is the one place a plain torch.onnx.export(...,
-# dynamo=True) reads; the eager dispatch of the op is unchanged by it.
-torch._decomp.decomposition_table.setdefault(_FORWARD, _table_entry)
+def enable_export():
+    """Lets a plain ``torch.onnx.export(model, args, dynamo=True)`` export
+    SoftPool: call it once per process before exporting (the project's export
+    tools do). Idempotent; the eager and ``torch.compile`` paths keep running
+    the compiled kernels.
+
+    torch 2.14's ONNX exporter decomposes with
+    ``torch.export.default_decompositions()`` chained with
+    ``torch._decomp.decomposition_table``
+    (``torch/onnx/_internal/exporter/_decomp.py``) and offers no public hook
+    for an op's decomposition (``custom_translation_table`` takes ONNX
+    functions, not torch ones). The table is private API, so it is written
+    only when asked for, never at import."""
+    import torch._decomp
+    torch._decomp.decomposition_table.setdefault(_FORWARD, _table_entry)
+    _register_inductor_fallback()
 
 
 def _register_inductor_fallback():
     """torch.compile keeps calling the compiled kernel: inductor's lowering of
     the op is a fallback to it, with the layout constraint of the op's tags,
-    as inductor's implicit fallback would choose. Registered here because the
-    table entry above makes the implicit fallback raise "a decomposition
-    exists" whenever the environment sets ``CI`` (torch/_inductor/lowering.py,
+    as inductor's implicit fallback would choose. Needed once the table holds
+    the op: with it, the implicit fallback raises "a decomposition exists"
+    whenever the environment sets ``CI`` (torch/_inductor/lowering.py,
     make_fallback)."""
     from torch._inductor import lowering
     from torch._library.utils import get_layout_constraint_tag
@@ -228,6 +241,3 @@ def _register_inductor_fallback():
         _FORWARD,
         layout_constraint=lowering.tag_to_layout_constraint(tag),
         warn=False)
-
-
-_register_inductor_fallback()

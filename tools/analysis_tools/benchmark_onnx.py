@@ -90,6 +90,8 @@ def session(model, threads, profile_prefix=None):
 
 
 def export(module, shape, path):
+    import mmsoftpool
+    mmsoftpool.enable_export()
     module.eval()
     torch.onnx.export(module, (torch.randn(*shape), ), path, dynamo=True, verbose=False)
     return path

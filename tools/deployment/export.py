@@ -124,6 +124,7 @@ def onnx_nodes(graph):
 
 def export_onnx(wrapper, image, out, dynamic, metadata):
     import onnx
+    mmsoftpool.enable_export()  # the plain export users run
     program = torch.onnx.export(
         wrapper, (image, ), dynamo=True, input_names=['input'],
         output_names=wrapper.output_names(),
