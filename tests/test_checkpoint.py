@@ -1,4 +1,4 @@
-"""Safe loading of checkpoints (mmsoftpool/checkpoint.py) and the checkpoint
+"""Safe loading of checkpoints (mmsoftpool/checkpoint/) and the checkpoint
 hooks (mmsoftpool/engine/hooks), on checkpoints written by MMEngine's Runner.
 
 A tiny model trained by a real Runner for one epoch (a few milliseconds per

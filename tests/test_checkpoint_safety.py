@@ -43,7 +43,7 @@ def test_every_scheme_has_a_safe_loader():
     # work_dir:// is the project's own (the newest checkpoint of a run)
     assert set(CheckpointLoader._schemes) == MMENGINE_SCHEMES | {'work_dir://'}
     for prefix, loader in CheckpointLoader._schemes.items():
-        assert loader.__module__ == 'mmsoftpool.checkpoint', prefix
+        assert loader.__module__ == 'mmsoftpool.checkpoint.schemes', prefix
 
 
 def _first_http(table):

@@ -9,6 +9,7 @@ and must end in a one-line refusal, without a signal, within a time bound and
 a peak RSS bounded by the file's size. A damaged newest checkpoint makes
 resume fall back to the intact one beside it.
 """
+import importlib.util
 import io
 import json
 import os
@@ -338,9 +339,18 @@ def plain_pickles():
     }
 
 
-LOAD_PICKLES_EACH_IN_A_FORK = EACH_IN_A_FORK + '''
+# The reader of tools/analysis_tools/mcnemar.py (tools/ is not a package).
+MCNEMAR = osp.join(REPO, 'tools', 'analysis_tools', 'mcnemar.py')
+IMPORT_MCNEMAR = '''
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mcnemar', %r)
+    mcnemar = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mcnemar)
+''' % MCNEMAR
+
+LOAD_PICKLES_EACH_IN_A_FORK = EACH_IN_A_FORK + IMPORT_MCNEMAR + '''
     import sys
-    from mmsoftpool.checkpoint import load_pickle
+    load_pickle = mcnemar.load_pickle
 
     def outcome(name, path):
         try:
@@ -378,7 +388,10 @@ def test_plain_pickle_of_results_cannot_allocate_what_it_asks(
 
 
 def test_plain_pickle_of_real_results_loads(tmp_path):
-    from mmsoftpool.checkpoint import load_pickle
+    spec = importlib.util.spec_from_file_location('mcnemar', MCNEMAR)
+    mcnemar = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mcnemar)
+    load_pickle = mcnemar.load_pickle
     results = [{'pred_score': torch.rand(5), 'gt_label': torch.tensor([3])}]
     path = tmp_path / 'results.pkl'
     path.write_bytes(pickle.dumps(results))

@@ -30,17 +30,25 @@ Examples::
 ``--out FILE`` also writes the result as JSON; an existing FILE is replaced
 only with ``--overwrite``.
 
-Prediction files are read with a restricted unpickler (tensors, containers and
-numpy values only), so a file from elsewhere cannot run code.
+Prediction files are read with a restricted unpickler (:func:`load_pickle`:
+tensors, containers and numpy values only), so a file from elsewhere cannot
+run code.
 """
+import io
 import json
+import math
 import os.path as osp
+import pickle
+from collections import OrderedDict
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
+import torch
 from statsmodels.stats.contingency_tables import mcnemar
 
-from mmsoftpool.checkpoint import load_pickle
+from mmsoftpool import checkpoint_bounds as bounds
+from mmsoftpool.checkpoint import load
+from mmsoftpool.checkpoint.allow_list import SAFE_GLOBALS, plain_arrays, refuse
 from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg,
                                      int_at_least, output_path, run_tool,
                                      user_errors)
@@ -48,6 +56,98 @@ from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg,
 # How the images of the two files are paired: by path when both files have
 # it (it survives a different order or sampler), else by dataset index.
 PAIRING_KEYS = ('img_path', 'sample_idx')
+
+
+# ---------------------------------------------------------------------------
+# Reading a prediction file: a plain pickle from anywhere, read without
+# running code from it.
+
+
+def _storage_from_bytes(data):
+    """Stand-in for ``torch.storage._load_from_bytes`` (how plain pickle
+    writes a tensor's storage), which would call ``torch.load`` with
+    ``weights_only=False``."""
+    return load(io.BytesIO(data), 'a tensor storage inside a pickle')
+
+
+def _latin1_bytes(text, encoding):
+    """Stand-in for ``_codecs.encode``: how protocol 2 writes bytes."""
+    if not isinstance(text, str) or encoding != 'latin1':
+        raise refuse(f'_codecs.encode(..., {encoding!r})')
+    return text.encode('latin1')
+
+
+def _over_literals(container):
+    """``container`` (OrderedDict, torch.Size) built only from the pickle's
+    own lists, tuples and dicts: over a tensor it would make one object per
+    element of a view as large as the file asks."""
+
+    def build(*args):
+        if not all(isinstance(a, (list, tuple, dict)) for a in args):
+            raise refuse(f'{container.__name__} of '
+                         f'{", ".join(type(a).__name__ for a in args)}')
+        return container(*args)
+
+    return build
+
+
+# What plain pickles of results (MMEngine's DumpResults, tools/test.py --out)
+# hold: tensors, ordered dicts, numpy values (safe loading's stand-ins). No
+# HistoryBuffer, no getattr.
+_PICKLE_GLOBALS = {
+    'torch.storage._load_from_bytes': _storage_from_bytes,
+    'collections.OrderedDict': _over_literals(OrderedDict),
+    'torch.Size': _over_literals(torch.Size),
+    '_codecs.encode': _latin1_bytes,
+    **{name: obj for obj, name in SAFE_GLOBALS
+       if name.startswith('numpy.') or name == 'builtins.bytes'},
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Python's recipe for restricting globals, with the list above; the
+    tensors a file rebuilds may add up to what a checkpoint of its size may
+    hold (mmsoftpool.checkpoint_bounds)."""
+
+    def __init__(self, f, size):
+        super().__init__(f)
+        self.tensor_bytes_left = bounds.TENSOR_BYTES_PER_FILE_BYTE * size + \
+            bounds.TENSOR_BYTES_SLACK
+
+    def find_class(self, module, name):
+        if f'{module}.{name}' == 'torch._utils._rebuild_tensor_v2':
+            return self._rebuild_tensor
+        if f'{module}.{name}' in _PICKLE_GLOBALS:
+            return _PICKLE_GLOBALS[f'{module}.{name}']
+        raise refuse(f'global {module}.{name}')
+
+    def _rebuild_tensor(self, storage, offset, size, stride, *args):
+        if not isinstance(storage, torch.storage.TypedStorage) or not all(
+                isinstance(v, (tuple, list)) and all(type(n) is int for n in v)
+                for v in (size, stride)) or min(size, default=0) < 0:
+            raise refuse(f'a tensor of {type(storage).__name__}, size '
+                         f'{size!r}, stride {stride!r}')
+        self.tensor_bytes_left -= math.prod(size) * storage.element_size()
+        if self.tensor_bytes_left < 0:
+            raise refuse('tensors that add up to more than '
+                         f'{bounds.TENSOR_BYTES_PER_FILE_BYTE} times the '
+                         'file\'s size')
+        return torch._utils._rebuild_tensor_v2(storage, offset, size, stride,
+                                               *args)
+
+
+def load_pickle(path):
+    """Reads a plain pickle of results (tensors, containers, numpy values)
+    without running code from it; errors name the file."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        unpickler = _RestrictedUnpickler(io.BytesIO(data), len(data))
+        return plain_arrays(unpickler.load())
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f'Refused to load {path!r}: {err}; plain pickles of results '
+            'may hold only tensors, containers and numpy values') from None
 
 
 def _single_label(value, what: str) -> int:

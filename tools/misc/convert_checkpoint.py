@@ -2,7 +2,7 @@
 
     python tools/misc/convert_checkpoint.py IN OUT --trust [--overwrite]
 
-Safe loading (``weights_only=True``, mmsoftpool/checkpoint.py) refuses a
+Safe loading (``weights_only=True``, mmsoftpool/checkpoint/) refuses a
 checkpoint that holds objects other than tensors, plain containers, numpy
 arrays / scalars of numeric and bool dtypes and MMEngine's ``HistoryBuffer``:
 old mmcv checkpoints with a pickled ``Config``, whole pickled models, custom
