@@ -1,39 +1,19 @@
 # Table 7's "r3d-50 with SoftPool", fine-tuned on UCF-101 (split 1) from its
 # Kinetics-700 training, as the paper fine-tunes. Paths and schedule are
-# those of MMAction2's UCF-101 config
-# (recognition/c3d/c3d_sports1m-pretrained_8xb30-16x1x1-45e_ucf101-rgb.py);
+# those of MMAction2's UCF-101 config (_base_/ucf101-split1_finetune-45e.py);
 # clips and model are those of the Kinetics-700 parent.
-_base_ = './i3d_r50-softpool_8xb8-32x2x1-100e_kinetics700-rgb.py'
+_base_ = [
+    './i3d_r50-softpool_8xb8-32x2x1-100e_kinetics700-rgb.py',
+    './_base_/ucf101-split1_finetune-45e.py'
+]
 
 # The parent's last checkpoint (train it first, or give yours with
 # --cfg-options load_from=...); it is loaded with weights_only=True.
 load_from = 'work_dirs/i3d_r50-softpool_8xb8-32x2x1-100e_kinetics700-rgb/epoch_100.pth'
-model = dict(cls_head=dict(num_classes=101))
-
-ucf101 = 'data/ucf101/'
-train_dataloader = dict(
-    dataset=dict(
-        ann_file=ucf101 + 'ucf101_train_split_1_videos.txt',
-        data_prefix=dict(video=ucf101 + 'videos')))
-val_dataloader = dict(
-    dataset=dict(
-        ann_file=ucf101 + 'ucf101_val_split_1_videos.txt',
-        data_prefix=dict(video=ucf101 + 'videos')))
-test_dataloader = dict(
-    dataset=dict(
-        ann_file=ucf101 + 'ucf101_val_split_1_videos.txt',
-        data_prefix=dict(video=ucf101 + 'videos')))
-
-train_cfg = dict(max_epochs=45, val_begin=1, val_interval=5)
-param_scheduler = [
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=45,
-        by_epoch=True,
-        milestones=[20, 40],
-        gamma=0.1)
-]
-optim_wrapper = dict(
-    optimizer=dict(type='SGD', lr=0.001, momentum=0.9, weight_decay=0.0005),
-    clip_grad=dict(max_norm=40, norm_type=2))
+model = {{_base_.ucf101_finetune.model}}
+train_dataloader = {{_base_.ucf101_finetune.train_dataloader}}
+val_dataloader = {{_base_.ucf101_finetune.val_dataloader}}
+test_dataloader = {{_base_.ucf101_finetune.test_dataloader}}
+train_cfg = {{_base_.ucf101_finetune.train_cfg}}
+param_scheduler = {{_base_.ucf101_finetune.param_scheduler}}
+optim_wrapper = {{_base_.ucf101_finetune.optim_wrapper}}
