@@ -31,7 +31,7 @@ from mmengine.structures import InstanceData
 from pycocotools import mask as mask_utils
 
 from mmsoftpool.datasets import ensure_demo_dataset
-from mmsoftpool.tools.launch import (CfgOptions, ToolParser, UserError,
+from mmsoftpool.tools.launch import (ToolParser, UserError, add_cfg_options_arg,
                                      load_config, positive_int, run_tool,
                                      user_errors)
 from mmsoftpool.tools.train import train_keeping_last_validation
@@ -83,11 +83,7 @@ def parse_args(argv=None):
         '--amp',
         action='store_true',
         help='train under CPU bfloat16 autocast (CPUAmpOptimWrapper)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=CfgOptions,
-        help='overrides of the config, e.g. train_cfg.max_epochs=2')
+    add_cfg_options_arg(parser)
     return parser.parse_args(argv)
 
 

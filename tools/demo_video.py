@@ -28,7 +28,7 @@ from mmaction.evaluation import ConfusionMatrix
 
 from mmsoftpool.datasets import ACTION_CLASSES
 from mmsoftpool.datasets.action_demo import DemoActionsDataset
-from mmsoftpool.tools.launch import (CfgOptions, ToolParser, UserError,
+from mmsoftpool.tools.launch import (ToolParser, UserError, add_cfg_options_arg,
                                      load_config, positive_int, run_tool,
                                      user_errors)
 from mmsoftpool.tools.train import train_keeping_last_validation
@@ -65,11 +65,7 @@ def parse_args(argv=None):
         type=positive_int,
         help='number of generated validation clips of each action (the '
         'generator\'s default: 25)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=CfgOptions,
-        help='overrides of the config, e.g. train_cfg.max_epochs=2')
+    add_cfg_options_arg(parser)
     return parser.parse_args(argv)
 
 

@@ -165,16 +165,21 @@ class CfgOptions(DictAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+def add_cfg_options_arg(
+        parser: argparse.ArgumentParser,
+        help: str = 'overrides of the config, KEY=VALUE, e.g. '
+        'train_cfg.max_epochs=2') -> None:
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptions,
+                        help=help)
+
+
 def parse_with_launch_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Add the flags both tools share with MMDetection's (``--cfg-options``,
     ``--launcher``, ``--local-rank``) to ``parser`` and parse the command line."""
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=CfgOptions,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+    add_cfg_options_arg(
+        parser, 'override some settings in the used config, the key-value '
+        'pair in xxx=yyy format will be merged into config file. If the value '
+        'to be overwritten is a list, it should be like key="[a,b]" or key=a,b '
         'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')

@@ -39,7 +39,7 @@ from mmsoftpool.deployment import onnxruntime_detector as ort_detector
 from mmsoftpool.deployment.end2end import UnsupportedDetector, decided_rows, end2end_wrapper
 from mmsoftpool.deployment.nms import ONNX_TRANSLATIONS
 from mmsoftpool.engine.hooks.checkpoint_match_hook import compare_state_dicts
-from mmsoftpool.tools.launch import (CfgOptions, ToolParser, UserError,
+from mmsoftpool.tools.launch import (ToolParser, UserError, add_cfg_options_arg,
                                      add_overwrite_arg, checkpoint_source,
                                      int_at_least, load_config, output_path,
                                      positive_int, run_tool)
@@ -244,7 +244,7 @@ def parse_args():
     parser.add_argument('--benchmark', type=int_at_least(0), default=0,
                         metavar='N',
                         help='also time the exported model and PyTorch eager')
-    parser.add_argument('--cfg-options', nargs='+', action=CfgOptions)
+    add_cfg_options_arg(parser)
     args = parser.parse_args()
     if not args.tolerance > 0:
         parser.error(f'--tolerance must be positive, got {args.tolerance}')

@@ -9,7 +9,7 @@ will drop or take as they are, images its filter_cfg leaves out, and sizes
 that disagree with the annotation file. See docs/checkpoints.md.
 """
 import mmsoftpool  # noqa: F401  registers the project's types
-from mmsoftpool.tools.launch import (CfgOptions, ToolParser,
+from mmsoftpool.tools.launch import (ToolParser, add_cfg_options_arg,
                                       add_check_images_arg, check_data,
                                       load_config, run_tool)
 
@@ -21,8 +21,7 @@ def main():
         '--splits', nargs='+', default=['train', 'val', 'test'],
         choices=['train', 'val', 'test'], help='the dataloaders to check')
     add_check_images_arg(parser)
-    parser.add_argument('--cfg-options', nargs='+', action=CfgOptions,
-                        help='override settings of the config, KEY=VALUE')
+    add_cfg_options_arg(parser)
     args = parser.parse_args()
     cfg = load_config(args.config, args.cfg_options, None, 'none')
     check_data(cfg, args.splits, args.check_images)
