@@ -17,7 +17,7 @@ from mmsoftpool.checkpoint import DamagedCheckpoint, load
 _STEP_NAME = re.compile(r'(epoch|iter)_(\d+)\.pth')
 
 
-def damage(path: str) -> Optional[str]:
+def why_not_resumable(path: str) -> Optional[str]:
     """Why ``path`` cannot be resumed from, or None if it can.
 
     "Whole" means what resuming needs: safe loading
@@ -86,7 +86,7 @@ def find_resumable_checkpoint(work_dir: str) -> ResumePoint:
             named = f.read().strip() or None
     skipped, folders, kind = [], [work_dir], None
     if named:
-        reason = damage(named)
+        reason = why_not_resumable(named)
         if reason is None:
             return ResumePoint(named, f'named by {pointer}', [])
         skipped.append((named, reason))
@@ -96,7 +96,7 @@ def find_resumable_checkpoint(work_dir: str) -> ResumePoint:
     for path in _steps(folders, kind):
         if named and osp.abspath(path) == osp.abspath(named):
             continue
-        reason = damage(path)
+        reason = why_not_resumable(path)
         if reason is None:
             why = f'the newest whole {kind or "epoch or iteration"} checkpoint'
             if named:
