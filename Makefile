@@ -15,7 +15,7 @@ POOL ?= softpool
 NVCC := $(shell command -v nvcc 2>/dev/null)
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(realpath $(dir $(NVCC))..))
 
-.PHONY: demo test test-fast venv build cuda-check gpu-check
+.PHONY: demo test test-fast lint venv build cuda-check gpu-check
 
 demo: build
 ifeq ($(TASK),video)
@@ -36,6 +36,11 @@ endif
 # (trainings, wheel builds, the lower-capability reruns).
 test-fast: build
 	$(PY) -m pytest -m "not slow" tests
+
+# What .pre-commit-config.yaml runs on commit, over the whole tree (fixes in place).
+lint: venv
+	$(VENV)/bin/ruff check --fix $$(git ls-files '*.py')
+	$(VENV)/bin/clang-format -i $$(git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh')
 
 venv: $(STACK_STAMP)
 build: $(BUILD_STAMP)
