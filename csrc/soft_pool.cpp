@@ -1,16 +1,15 @@
 // SoftPool operator library: the schemas, the geometry and the memory-safety
 // checks of direct torch.ops calls, shared allocation, the Python module.
-#include <Python.h>
-#include <torch/library.h>
+#include "soft_pool.h"
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
+#include <Python.h>
 #include <c10/util/safe_numerics.h>
+#include <torch/library.h>
 
 #include <limits>
 #include <vector>
-
-#include "soft_pool.h"
 
 namespace mmsoftpool {
 
@@ -18,8 +17,7 @@ namespace {
 
 // PyTorch's pooling output size: with ceil_mode the last window must start
 // inside the input or its left padding.
-int64_t pooled_size(int64_t size, int64_t kernel, int64_t stride, int64_t padding,
-                    bool ceil_mode) {
+int64_t pooled_size(int64_t size, int64_t kernel, int64_t stride, int64_t padding, bool ceil_mode) {
   const int64_t span = size + 2 * padding - kernel + (ceil_mode ? stride - 1 : 0);
   // Floor division, also for a negative span (kernel larger than the input).
   int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
@@ -37,8 +35,7 @@ std::vector<int64_t> output_shape(const at::Tensor& input, const PoolGeometry& g
 }  // namespace
 
 PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size,
-                           c10::IntArrayRef stride, c10::IntArrayRef padding,
-                           bool ceil_mode) {
+                           c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode) {
   const int64_t dims = static_cast<int64_t>(kernel_size.size());
   TORCH_CHECK(dims >= 1 && dims <= 3, "soft_pool: kernel_size must have 1, 2 or 3 values, got ",
               kernel_size);
@@ -47,8 +44,7 @@ PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size
   TORCH_CHECK(static_cast<int64_t>(padding.size()) == dims, "soft_pool: padding ", padding,
               " must have as many values as kernel_size ", kernel_size);
   TORCH_CHECK(input.dim() == dims + 2, "soft_pool: input must be ", dims + 2,
-              "-D (N, C, *spatial) for a ", dims, "-D kernel, got input of shape ",
-              input.sizes());
+              "-D (N, C, *spatial) for a ", dims, "-D kernel, got input of shape ", input.sizes());
   TORCH_CHECK(at::isFloatingType(input.scalar_type()),
               "soft_pool: input must have a floating-point dtype, got ", input.scalar_type());
   TORCH_CHECK(input.size(1) > 0, "soft_pool: input has no channels, shape ", input.sizes());
@@ -56,11 +52,11 @@ PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size
   // below cannot overflow int64 (inputs have fewer than 2**62 cells).
   constexpr int64_t kMaxArgument = std::numeric_limits<int32_t>::max();
   for (int64_t i = 0; i < dims; ++i) {
-    TORCH_CHECK(kernel_size[i] <= kMaxArgument && stride[i] <= kMaxArgument &&
-                    padding[i] <= kMaxArgument,
-                "soft_pool: kernel_size, stride and padding must be at most 2**31 - 1, got "
-                "kernel_size=",
-                kernel_size, ", stride=", stride, ", padding=", padding);
+    TORCH_CHECK(
+        kernel_size[i] <= kMaxArgument && stride[i] <= kMaxArgument && padding[i] <= kMaxArgument,
+        "soft_pool: kernel_size, stride and padding must be at most 2**31 - 1, got "
+        "kernel_size=",
+        kernel_size, ", stride=", stride, ", padding=", padding);
   }
   PoolGeometry g;
   g.cells = 1;
@@ -95,10 +91,10 @@ PoolGeometry make_backward_geometry(const at::Tensor& grad_output, const at::Ten
                                     bool ceil_mode) {
   const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
   const auto shape = output_shape(input, g);
-  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape) &&
-                  log_norm.sizes() == grad_output.sizes(),
-              "soft_pool_backward: grad_output ", grad_output.sizes(), " and log_norm ",
-              log_norm.sizes(), " must have the output shape ", shape);
+  TORCH_CHECK(
+      grad_output.sizes() == c10::IntArrayRef(shape) && log_norm.sizes() == grad_output.sizes(),
+      "soft_pool_backward: grad_output ", grad_output.sizes(), " and log_norm ", log_norm.sizes(),
+      " must have the output shape ", shape);
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() &&
                   log_norm.scalar_type() == at::toOpMathType(input.scalar_type()),
               "soft_pool_backward: unexpected dtypes (grad_output ", grad_output.scalar_type(),

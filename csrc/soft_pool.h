@@ -28,8 +28,7 @@ struct PoolGeometry {
 // these checks are what a direct torch.ops call needs to be memory safe,
 // before any size arithmetic can overflow.
 PoolGeometry make_geometry(const at::Tensor& input, c10::IntArrayRef kernel_size,
-                           c10::IntArrayRef stride, c10::IntArrayRef padding,
-                           bool ceil_mode);
+                           c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode);
 
 // make_geometry for the backward, with its own checks: grad_output and
 // log_norm have the output's shape and the input's device, grad_output the

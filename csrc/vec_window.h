@@ -88,8 +88,8 @@ C10_ALWAYS_INLINE Vectorized<float> log_normaliser(const Vectorized<float>& s) {
   const Vec r = z * (Vec(0.66666662693f) + w * Vec(0.28498786688f)) +
                 w * (Vec(0.40000972152f) + w * Vec(0.24279078841f));
   const Vec half_f2 = Vec(0.5f) * f * f;
-  const Vec log = t * (half_f2 + r) + k * Vec(9.0580006145e-06f) - half_f2 + f +
-                  k * Vec(6.9313812256e-01f);
+  const Vec log =
+      t * (half_f2 + r) + k * Vec(9.0580006145e-06f) - half_f2 + f + k * Vec(6.9313812256e-01f);
   return Vec::blendv(log, s, s != s);
 }
 
@@ -166,8 +166,8 @@ inline int64_t window_cells(const int64_t* strides, const PoolGeometry& g, int64
     for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
       for (int64_t kw = 0; kw < g.kernel[2]; ++kw, ++i) {
         const int64_t d = start[0] + kd, h = start[1] + kh, w = start[2] + kw;
-        const bool inside = d >= 0 && d < g.input[0] && h >= 0 && h < g.input[1] && w >= 0 &&
-                            w < g.input[2];
+        const bool inside =
+            d >= 0 && d < g.input[0] && h >= 0 && h < g.input[1] && w >= 0 && w < g.input[2];
         offsets[i] = inside ? d * strides[0] + h * strides[1] + w * strides[2] : -1;
         if (first) {
           const int64_t k[3] = {kd, kh, kw};
@@ -289,7 +289,8 @@ template <typename T, typename F>
 void with_gradient_type(const at::Tensor& grad_input, F&& f) {
   if constexpr (kWidened<T>) {
     if (grad_input.scalar_type() != c10::CppTypeToScalarType<T>::value) {
-      TORCH_INTERNAL_ASSERT(grad_input.scalar_type() == c10::CppTypeToScalarType<compute_t<T>>::value);
+      TORCH_INTERNAL_ASSERT(grad_input.scalar_type() ==
+                            c10::CppTypeToScalarType<compute_t<T>>::value);
       return f(compute_t<T>{});
     }
   }

@@ -27,8 +27,7 @@ struct Window {
   int64_t end[3];
 };
 
-C10_HOST_DEVICE inline Window window_at(const PoolGeometry& g, int64_t od, int64_t oh,
-                                        int64_t ow) {
+C10_HOST_DEVICE inline Window window_at(const PoolGeometry& g, int64_t od, int64_t oh, int64_t ow) {
   const int64_t index[3] = {od, oh, ow};
   Window w;
   for (int d = 0; d < 3; ++d) {
@@ -68,8 +67,7 @@ C10_HOST_DEVICE inline acc_t window_max(const scalar_t* plane, const Window& w,
 // windows whose maximum is infinite; the backward does not read it there).
 template <typename acc_t, typename scalar_t>
 C10_HOST_DEVICE inline void window_forward(const scalar_t* plane, const Window& w,
-                                           const int64_t* strides, acc_t& out,
-                                           acc_t& log_norm) {
+                                           const int64_t* strides, acc_t& out, acc_t& log_norm) {
   const acc_t m = window_max<acc_t>(plane, w, strides);
   if (m != m || m == std::numeric_limits<acc_t>::infinity() ||
       m == -std::numeric_limits<acc_t>::infinity()) {
@@ -91,8 +89,8 @@ C10_HOST_DEVICE inline void window_forward(const scalar_t* plane, const Window& 
 // Index range [first, last] of the windows along one dimension that cover
 // input position i (the backward's gather on CUDA).
 C10_HOST_DEVICE inline void covering_windows(int64_t i, int64_t kernel, int64_t stride,
-                                             int64_t padding, int64_t num_windows,
-                                             int64_t& first, int64_t& last) {
+                                             int64_t padding, int64_t num_windows, int64_t& first,
+                                             int64_t& last) {
   const int64_t shifted = i + padding;  // position in the padded input
   first = shifted < kernel ? 0 : (shifted - kernel) / stride + 1;
   last = shifted / stride;

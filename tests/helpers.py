@@ -3,7 +3,6 @@ import subprocess
 import sys
 import textwrap
 
-
 # The generator arguments of the tiny demo sets the tests make (96x96 images).
 TINY_DEMO = dict(num_train=2, num_val=2, image_size=96)
 

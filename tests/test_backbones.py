@@ -8,8 +8,7 @@ from mmengine.runner.checkpoint import load_checkpoint
 from torch import nn
 
 from mmsoftpool import SoftPool2d
-from mmsoftpool.models import (SoftPoolResNet, SoftPoolResNetV1d,
-                               SoftPoolResNeXt)
+from mmsoftpool.models import SoftPoolResNet, SoftPoolResNetV1d, SoftPoolResNeXt
 
 # (SoftPool class, vanilla class, constructor arguments); small depths
 # keep the tests fast, the mechanism does not depend on depth.

@@ -25,8 +25,8 @@ from mmengine.runner import Runner, load_checkpoint
 from torch.utils.data import Dataset
 
 import mmsoftpool  # noqa: F401  installs the allow-list
-from helpers import run_python
 import mmsoftpool.engine  # noqa: F401  registers the hooks
+from helpers import run_python
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

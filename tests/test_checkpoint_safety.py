@@ -22,8 +22,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader, load_checkpoint
-from mmengine.runner.checkpoint import (get_external_models, get_mmcls_models,
-                                        get_torchvision_models)
+from mmengine.runner.checkpoint import get_external_models, get_mmcls_models, get_torchvision_models
 
 import mmsoftpool.checkpoint as safe
 from helpers import run_python

@@ -24,12 +24,17 @@ from torch import nn
 from helpers import run_python
 from mmsoftpool import SoftPool2d
 from mmsoftpool.datasets.demo import (
-    DemoShapesDataset, ensure_classification_demo,
-    generate_classification_demo)
-from mmsoftpool.models.classification import (INCEPTION_V3_POOL_SITES,
-                                              SoftPoolDenseNet,
-                                              SoftPoolInceptionV3,
-                                              SoftPoolResNet, SoftPoolResNeXt)
+    DemoShapesDataset,
+    ensure_classification_demo,
+    generate_classification_demo,
+)
+from mmsoftpool.models.classification import (
+    INCEPTION_V3_POOL_SITES,
+    SoftPoolDenseNet,
+    SoftPoolInceptionV3,
+    SoftPoolResNet,
+    SoftPoolResNeXt,
+)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PRETRAIN = osp.join(REPO_ROOT, 'configs', 'pretrain')

@@ -8,7 +8,6 @@ finishes. Its final weights must equal those of a run that was never
 interrupted. MMEngine's own CheckpointHook, killed the same way, leaves
 nothing to resume from.
 """
-import json
 import os
 import os.path as osp
 import struct

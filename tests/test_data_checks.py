@@ -9,8 +9,8 @@ import shutil
 import pytest
 from mmengine.config import Config
 
-from mmsoftpool.tools.data_checks import check_data_config
 from mmsoftpool.datasets.demo import generate_demo_dataset
+from mmsoftpool.tools.data_checks import check_data_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs/demo/retinanet_r18_maxpool_demo.py')

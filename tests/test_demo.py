@@ -13,8 +13,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mmsoftpool.datasets import (DEMO_CLASSES, DemoShapesCocoDataset,
-                                 ensure_demo_dataset, generate_demo_dataset)
+from mmsoftpool.datasets import (
+    DEMO_CLASSES,
+    DemoShapesCocoDataset,
+    ensure_demo_dataset,
+    generate_demo_dataset,
+)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SMALL = dict(num_train=6, num_val=3, image_size=128, seed=0)

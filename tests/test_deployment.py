@@ -189,7 +189,8 @@ def test_torch_export_decomposes_with_the_table():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), mmsoftpool.SoftPool2d(3, 2, 1, True))
     example = torch.randn(2, 3, 15, 12)
     program = torch.export.export(model, (example, ),
-                                  dynamic_shapes=({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}, ))
+                                  dynamic_shapes=({0: Dim.DYNAMIC, 2: Dim.DYNAMIC,
+                                                   3: Dim.DYNAMIC}, ))
     assert any('mmsoftpool' in str(node.target) for node in program.graph.nodes)
     decomposed = program.run_decompositions(mmsoftpool.export_decompositions())
     assert not any('mmsoftpool' in str(node.target) for node in decomposed.graph.nodes)

@@ -18,8 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import mmsoftpool  # noqa: F401
-from mmsoftpool.deployment.end2end import (DenseDetectorEnd2End, TwoStageEnd2End,
-                                           decided_rows)
+from mmsoftpool.deployment.end2end import DenseDetectorEnd2End, TwoStageEnd2End, decided_rows
 from mmsoftpool.deployment.nms import nms
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

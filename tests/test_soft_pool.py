@@ -10,9 +10,9 @@ import torch._inductor.config
 import torch.nn.functional as F
 
 import mmsoftpool
+from helpers import run_python
 from mmsoftpool import SoftPool1d, SoftPool2d, SoftPool3d
 from mmsoftpool.ops import soft_pool1d, soft_pool2d, soft_pool3d
-from helpers import run_python
 from soft_pool_reference import soft_pool_reference
 
 SOFT_POOL = {1: soft_pool1d, 2: soft_pool2d, 3: soft_pool3d}
@@ -125,7 +125,8 @@ def opcheck_samples(device):
     yield torch.randn(2, 3, 9, device=device, dtype=torch.float64), [3], [2], [1], True
     yield (torch.randn(1, 2, 4, 5, 6, device=device).contiguous(
         memory_format=torch.channels_last_3d), [2, 2, 2], [2, 1, 2], [1, 1, 0], True)
-    yield torch.randn(2, 3, 8, 8, device=device, dtype=torch.bfloat16), [2, 2], [2, 2], [0, 0], False
+    yield (torch.randn(2, 3, 8, 8, device=device, dtype=torch.bfloat16), [2, 2], [2, 2], [0, 0],
+           False)
 
 
 def test_opcheck(device):
@@ -328,14 +329,16 @@ def test_double_backward_says_unsupported():
 
 
 @pytest.mark.parametrize('call,error,message', [
-    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.int64), 2), TypeError, 'dtype=torch.int64'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.int64), 2), TypeError,
+     'dtype=torch.int64'),
     (lambda: soft_pool2d(torch.ones(4, 4), 2), ValueError, r'input.shape=\(4, 4\)'),
     (lambda: soft_pool2d(torch.ones(1, 1, 1, 4, 4), 2), ValueError, 'input.shape'),
     (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 0), ValueError, r'kernel_size=\(0, 0\)'),
     (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 2, (1, 0)), ValueError, r'stride=\(1, 0\)'),
     (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 2, 2, -1), ValueError, r'padding=\(-1, -1\)'),
     (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 3, 2, 2), ValueError, 'at most half'),
-    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), (2, 2, 2)), ValueError, r'kernel_size=\(2, 2, 2\)'),
+    (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), (2, 2, 2)), ValueError,
+     r'kernel_size=\(2, 2, 2\)'),
     (lambda: soft_pool2d(torch.ones(1, 1, 4, 4), 2.0), ValueError, 'kernel_size=2.0'),
     (lambda: soft_pool2d(torch.ones(1, 1, 2, 2), 3), ValueError, 'output size'),
     (lambda: soft_pool1d(torch.ones(1, 0, 4), 2), ValueError, 'empty'),
@@ -542,7 +545,8 @@ def test_integers_are_accepted_as_max_pool_accepts_them(stride):
 @pytest.mark.parametrize('stride', [2.0, torch.tensor(2.0), torch.tensor([2, 2]), True,
                                     (2, 2.5), 'two'])
 def test_non_integers_are_refused_naming_the_argument(stride):
-    with pytest.raises(ValueError, match=r'stride must be an int or a tuple of 2 ints, got stride='):
+    with pytest.raises(ValueError,
+                       match=r'stride must be an int or a tuple of 2 ints, got stride='):
         soft_pool2d(torch.randn(1, 1, 4, 4), 2, stride)
 
 
@@ -678,6 +682,7 @@ def test_library_built_for_another_torch_says_rebuild(tmp_path):
     import shutil
     import sysconfig
     from pathlib import Path
+
     import mmsoftpool
     package = tmp_path / 'mmsoftpool'
     shutil.copytree(Path(mmsoftpool.__file__).parent, package,

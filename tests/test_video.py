@@ -6,13 +6,12 @@ import torch
 
 pytest.importorskip('mmaction')
 
-import mmsoftpool  # noqa: E402,F401  (registers the backbones)
 from mmaction.registry import MODELS  # noqa: E402
 from mmaction.utils import register_all_modules  # noqa: E402
-
-from mmsoftpool import SoftPool3d  # noqa: E402
-
 from mmengine.registry import DefaultScope  # noqa: E402
+
+import mmsoftpool  # noqa: E402,F401  (registers the backbones)
+from mmsoftpool import SoftPool3d  # noqa: E402
 
 register_all_modules(init_default_scope=False)
 

@@ -7,9 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mmsoftpool.datasets import (ACTION_CLASSES, ensure_action_demo,
-                                 generate_action_demo)
 from helpers import run_python
+from mmsoftpool.datasets import ACTION_CLASSES, ensure_action_demo, generate_action_demo
 from test_demo import tree_digest
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -105,6 +104,7 @@ def test_dataset_generates_once_and_checks_after(tmp_path):
     pytest.importorskip('mmaction')
     from mmaction.utils import register_all_modules
     from mmengine.registry import DefaultScope
+
     from mmsoftpool.datasets.action_demo import DemoActionsDataset
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope('mmaction'):

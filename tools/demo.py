@@ -31,9 +31,15 @@ from mmengine.structures import InstanceData
 from pycocotools import mask as mask_utils
 
 from mmsoftpool.datasets import ensure_demo_dataset
-from mmsoftpool.tools.launch import (ToolParser, UserError, add_cfg_options_arg,
-                                     load_config, positive_int, run_tool,
-                                     user_errors)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    UserError,
+    add_cfg_options_arg,
+    load_config,
+    positive_int,
+    run_tool,
+    user_errors,
+)
 from mmsoftpool.tools.train import train_keeping_last_validation
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

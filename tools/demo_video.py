@@ -28,9 +28,15 @@ from mmaction.evaluation import ConfusionMatrix
 
 from mmsoftpool.datasets import ACTION_CLASSES
 from mmsoftpool.datasets.action_demo import DemoActionsDataset
-from mmsoftpool.tools.launch import (ToolParser, UserError, add_cfg_options_arg,
-                                     load_config, positive_int, run_tool,
-                                     user_errors)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    UserError,
+    add_cfg_options_arg,
+    load_config,
+    positive_int,
+    run_tool,
+    user_errors,
+)
 from mmsoftpool.tools.train import train_keeping_last_validation
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

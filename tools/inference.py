@@ -23,12 +23,18 @@ import cv2
 
 import mmsoftpool  # noqa: F401  SoftPool layers, backbones, safe loading
 from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
-from mmsoftpool.deployment.onnxruntime_detector import (ONNXModelError,
-                                                        onnxruntime_model_cfg)
-from mmsoftpool.tools.launch import (ToolParser, UserError, add_overwrite_arg,
-                                     checkpoint_source, device_arg,
-                                     load_config, output_path, positive_int,
-                                     run_tool)
+from mmsoftpool.deployment.onnxruntime_detector import ONNXModelError, onnxruntime_model_cfg
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    UserError,
+    add_overwrite_arg,
+    checkpoint_source,
+    device_arg,
+    load_config,
+    output_path,
+    positive_int,
+    run_tool,
+)
 
 
 def main():

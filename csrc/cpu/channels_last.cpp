@@ -35,33 +35,34 @@ void forward(const K&, const at::Tensor& input5, at::Tensor& output5, at::Tensor
   const int64_t channels = input5.size(1), count = K::cell_count(g);
   const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
   const int64_t rows = input5.size(0) * g.output[0] * g.output[1];
-  at::parallel_for(0, rows, grain_for(g.output[2] * channels, count), [&](int64_t begin,
-                                                                          int64_t end) {
-    Vec cells[K::kMax];
-    int64_t offsets[kMaxVectorCells];
-    const T* cell_at[kMaxVectorCells];
-    const std::vector<T> padding(channels, -K::kInf);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t oh = row % g.output[1];
-      const int64_t od = (row / g.output[1]) % g.output[0];
-      const int64_t n = row / (g.output[1] * g.output[0]);
-      const T* x_sample = x + n * input5.stride(0);
-      for (int64_t ow = 0; ow < g.output[2]; ++ow) {
-        window_cells(xs, g, od, oh, ow, offsets);
-        cells_at_offsets(x_sample, offsets, count, padding.data(), cell_at);
-        T* y_at = y + element_offset(output5, n, 0, od, oh, ow);
-        scalar_t* ln_at = ln + element_offset(log_norm5, n, 0, od, oh, ow);
-        for (int64_t c0 = 0; c0 < channels; c0 += K::kLanes) {
-          const int64_t lanes = std::min(K::kLanes, channels - c0);
-          for (int64_t i = 0; i < count; ++i) cells[i] = load_widened(cell_at[i] + c0, lanes);
-          Vec out, log_norm;
-          K::forward(cells, count, out, log_norm);
-          store_rounded(out, y_at + c0, lanes);
-          log_norm.store(ln_at + c0, lanes);
-        }
-      }
-    }
-  });
+  at::parallel_for(0, rows, grain_for(g.output[2] * channels, count),
+                   [&](int64_t begin, int64_t end) {
+                     Vec cells[K::kMax];
+                     int64_t offsets[kMaxVectorCells];
+                     const T* cell_at[kMaxVectorCells];
+                     const std::vector<T> padding(channels, -K::kInf);
+                     for (int64_t row = begin; row < end; ++row) {
+                       const int64_t oh = row % g.output[1];
+                       const int64_t od = (row / g.output[1]) % g.output[0];
+                       const int64_t n = row / (g.output[1] * g.output[0]);
+                       const T* x_sample = x + n * input5.stride(0);
+                       for (int64_t ow = 0; ow < g.output[2]; ++ow) {
+                         window_cells(xs, g, od, oh, ow, offsets);
+                         cells_at_offsets(x_sample, offsets, count, padding.data(), cell_at);
+                         T* y_at = y + element_offset(output5, n, 0, od, oh, ow);
+                         scalar_t* ln_at = ln + element_offset(log_norm5, n, 0, od, oh, ow);
+                         for (int64_t c0 = 0; c0 < channels; c0 += K::kLanes) {
+                           const int64_t lanes = std::min(K::kLanes, channels - c0);
+                           for (int64_t i = 0; i < count; ++i)
+                             cells[i] = load_widened(cell_at[i] + c0, lanes);
+                           Vec out, log_norm;
+                           K::forward(cells, count, out, log_norm);
+                           store_rounded(out, y_at + c0, lanes);
+                           log_norm.store(ln_at + c0, lanes);
+                         }
+                       }
+                     }
+                   });
 }
 
 // Whether input position i along a dimension lies in some window.
@@ -199,27 +200,28 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
 
 void forward_channels(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
                       const PoolGeometry& g) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
-                                  "soft_pool_forward_channels", [&] {
-    with_cell_count<compute_t<scalar_t>>(
-        g, [&](auto kernel) { forward<scalar_t>(kernel, input5, output5, log_norm5, g); });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, input5.scalar_type(), "soft_pool_forward_channels", [&] {
+        with_cell_count<compute_t<scalar_t>>(
+            g, [&](auto kernel) { forward<scalar_t>(kernel, input5, output5, log_norm5, g); });
+      });
 }
 
 void backward_channels(const at::Tensor& grad5, const at::Tensor& input5,
                        const at::Tensor& log_norm5, at::Tensor& grad_input5,
                        const PoolGeometry& g) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
-                                  "soft_pool_backward_channels", [&] {
-    using G = scalar_t;  // soft_pool_cpu.cpp: channels_last gradients hold the input's type
-    TORCH_INTERNAL_ASSERT(grad_input5.scalar_type() == input5.scalar_type());
-    with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
-      if (kWidened<scalar_t> && !windows_disjoint(g))
-        backward<scalar_t, G, compute_t<scalar_t>>(kernel, grad5, input5, log_norm5, grad_input5, g);
-      else
-        backward<scalar_t, G, G>(kernel, grad5, input5, log_norm5, grad_input5, g);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, input5.scalar_type(), "soft_pool_backward_channels", [&] {
+        using G = scalar_t;  // soft_pool_cpu.cpp: channels_last gradients hold the input's type
+        TORCH_INTERNAL_ASSERT(grad_input5.scalar_type() == input5.scalar_type());
+        with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
+          if (kWidened<scalar_t> && !windows_disjoint(g))
+            backward<scalar_t, G, compute_t<scalar_t>>(kernel, grad5, input5, log_norm5,
+                                                       grad_input5, g);
+          else
+            backward<scalar_t, G, G>(kernel, grad5, input5, log_norm5, grad_input5, g);
+        });
+      });
 }
 
 }  // namespace CPU_CAPABILITY

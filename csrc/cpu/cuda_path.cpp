@@ -4,9 +4,8 @@
 // the gather, the grid arithmetic) is tested where there is no GPU. Only the
 // launch itself and the device's arithmetic (its exp and log, contractions)
 // differ on a GPU.
-#include <torch/library.h>
-
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include "../cuda/soft_pool_cuda.h"
 
@@ -30,8 +29,7 @@ struct CpuExecutor {
 std::tuple<at::Tensor, at::Tensor> cuda_path_forward_cpu(const at::Tensor& input,
                                                          c10::IntArrayRef kernel_size,
                                                          c10::IntArrayRef stride,
-                                                         c10::IntArrayRef padding,
-                                                         bool ceil_mode) {
+                                                         c10::IntArrayRef padding, bool ceil_mode) {
   return cuda_path::forward(CpuExecutor{}, input, kernel_size, stride, padding, ceil_mode);
 }
 
@@ -75,8 +73,8 @@ std::tuple<int64_t, at::Tensor> cuda_path_grid(int64_t total, int64_t multiproce
   const int64_t blocks = cuda_path::blocks_for(total, multiprocessors);
   const int64_t grid_threads = cuda_path::grid_threads(cuda_path::kThreads, blocks);
   // Each thread's loop is walked: keep a call short.
-  TORCH_CHECK(threads.empty() || total / grid_threads < (int64_t{1} << 24), "_cuda_path_grid: ",
-              total, " elements would take over 2**24 iterations a thread");
+  TORCH_CHECK(threads.empty() || total / grid_threads < (int64_t{1} << 24),
+              "_cuda_path_grid: ", total, " elements would take over 2**24 iterations a thread");
   at::Tensor visits = at::empty({static_cast<int64_t>(threads.size()), 3}, at::kLong);
   auto v = visits.accessor<int64_t, 2>();
   for (size_t i = 0; i < threads.size(); ++i) {

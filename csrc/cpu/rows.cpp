@@ -99,7 +99,8 @@ struct RowPhases {
           for (int64_t t = 0; t < stride * kLanes; ++t)
             edge[t] = c0 + t >= 0 && c0 + t < width ? static_cast<scalar_t>(row[c0 + t]) : -kInf;
           even = Vec::loadu(edge);
-          if (stride == 2) std::tie(even, odd) = at::vec::deinterleave2(even, Vec::loadu(edge + kLanes));
+          if (stride == 2)
+            std::tie(even, odd) = at::vec::deinterleave2(even, Vec::loadu(edge + kLanes));
         }
         const int64_t read = used - q0;  // entries no window reads: 0, finite for lanes past a row
         if (read < kLanes) {
@@ -112,7 +113,7 @@ struct RowPhases {
         for (int64_t r = 0; r < stride; ++r)
           for (int64_t q = q0; q < std::min(q0 + kLanes, length); ++q) {
             const int64_t c = column(r, q);
-            out[r * length + q] = q >= used                ? scalar_t(0)
+            out[r * length + q] = q >= used             ? scalar_t(0)
                                   : c >= 0 && c < width ? static_cast<scalar_t>(row[c])
                                                         : -kInf;
           }
@@ -140,7 +141,8 @@ struct RowPhases {
       if (splits_by_deinterleave()) {
         const int64_t c0 = column(0, q0);
         Vec low = Vec::loadu(split + q0), high;
-        if (stride == 2) std::tie(low, high) = at::vec::interleave2(low, Vec::loadu(split + length + q0));
+        if (stride == 2)
+          std::tie(low, high) = at::vec::interleave2(low, Vec::loadu(split + length + q0));
         if (c0 >= 0) {  // columns past the row's end are left out
           store_columns(low, row, c0, accumulate);
           if (stride == 2) store_columns(high, row, c0 + kLanes, accumulate);
@@ -149,8 +151,8 @@ struct RowPhases {
           low.store(edge);
           if (stride == 2) high.store(edge + kLanes);
           for (int64_t t = -c0; t < std::min(stride * kLanes, width - c0); ++t)
-            row[c0 + t] = static_cast<G>(
-                accumulate ? static_cast<scalar_t>(row[c0 + t]) + edge[t] : edge[t]);
+            row[c0 + t] =
+                static_cast<G>(accumulate ? static_cast<scalar_t>(row[c0 + t]) + edge[t] : edge[t]);
         }
       } else {
         for (int64_t r = 0; r < stride; ++r)
@@ -176,7 +178,9 @@ template <typename scalar_t>
 class RowSlots {
  public:
   RowSlots(const RowPhases<scalar_t>& phases, const PoolGeometry& g, bool with_grad)
-      : phases_(phases), g_(g), slots_(g.kernel[0] * g.kernel[1]),
+      : phases_(phases),
+        g_(g),
+        slots_(g.kernel[0] * g.kernel[1]),
         split_(new scalar_t[slots_ * phases.size()]),
         grad_(with_grad ? new scalar_t[slots_ * phases.size()] : nullptr),
         tags_(slots_, -1) {}
@@ -186,8 +190,8 @@ class RowSlots {
   // splitting the rows not held yet; write_back(tag, grad) is called first
   // for a row that leaves its slot.
   template <typename T, typename WriteBack>
-  void window_rows(int64_t plane, const T* x_plane, const int64_t* xs, int64_t od,
-                   int64_t oh, scalar_t** rows, scalar_t** grads, WriteBack&& write_back) {
+  void window_rows(int64_t plane, const T* x_plane, const int64_t* xs, int64_t od, int64_t oh,
+                   scalar_t** rows, scalar_t** grads, WriteBack&& write_back) {
     for (int64_t kd = 0; kd < g_.kernel[0]; ++kd) {
       const int64_t d = od * g_.stride[0] - g_.padding[0] + kd;
       for (int64_t kh = 0; kh < g_.kernel[1]; ++kh) {
@@ -306,8 +310,8 @@ class PairedRowEnds {
 // Parallel over output rows (sample, channel, od, oh): all threads busy
 // whatever the batch. Input and output hold T, log_norm scalar_t.
 template <typename T, typename K>
-void forward(const K&, const at::Tensor& input5, at::Tensor& output5,
-             at::Tensor& log_norm5, const PoolGeometry& g) {
+void forward(const K&, const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
+             const PoolGeometry& g) {
   using Vec = typename K::Vec;
   using scalar_t = typename Vec::value_type;
   const T* x = input5.const_data_ptr<T>();
@@ -422,50 +426,51 @@ void backward(const K&, const at::Tensor& grad5, const at::Tensor& input5,
   for (int64_t phase = 0; phase < (overlap ? 2 : 1); ++phase) {
     const int64_t phase_chunks = overlap ? (chunks - phase + 1) / 2 : chunks;
     const int64_t chunk_windows = chunk * (along == 0 ? g.output[1] : 1) * g.output[2];
-    at::parallel_for(0, planes * phase_chunks, grain_for(chunk_windows, count),
-                     [&](int64_t begin, int64_t end) {
-      RowSlots<scalar_t> slots(phases, g, /*with_grad=*/true);
-      const std::unique_ptr<scalar_t[]> padding(new scalar_t[2 * phases.size()]);
-      scalar_t* padding_grad = padding.get() + phases.size();  // added to, never read
-      std::fill(padding.get(), padding_grad, -K::kInf);
-      scalar_t* window_rows[kMaxVectorCells];
-      scalar_t* grad_rows[kMaxVectorCells];
-      scalar_t* cell_at[kMaxVectorCells];
-      scalar_t* grad_at[kMaxVectorCells];
-      Vec cells[K::kMax], cell_grads[K::kMax];
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t plane = item / phase_chunks, n = plane / channels, c = plane % channels;
-        const int64_t j = overlap ? 2 * (item % phase_chunks) + phase : item % phase_chunks;
-        const int64_t first = j * chunk, last = std::min(g.output[along], first + chunk);
-        const T* xp = x + n * input5.stride(0) + c * input5.stride(1);
-        const int64_t od_end = along == 0 ? last : g.output[0];
-        for (int64_t od = along == 0 ? first : 0; od < od_end; ++od) {
-          const int64_t oh_end = along == 1 ? last : g.output[1];
-          for (int64_t oh = along == 1 ? first : 0; oh < oh_end; ++oh) {
-            slots.window_rows(plane, xp, xs, od, oh, window_rows, grad_rows, write_back);
-            cells_in_split_rows(phases, g, window_rows, padding.get(), cell_at);
-            cells_in_split_rows(phases, g, grad_rows, padding_grad, grad_at);
-            const T* dy_row = gy + element_offset(grad5, n, c, od, oh, 0);
-            const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
-            for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += K::kLanes) {
-              // Lanes past the row get gradient 0 and finite cells, so add 0.
-              const int64_t lanes = std::min(K::kLanes, g.output[2] - ow0);
-              for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + ow0);
-              const T* dy_at = dy_row + ow0 * grad_column_stride;
-              const Vec grad = load_strided(dy_at, grad_column_stride, lanes);
-              if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
-                const int64_t index[3] = {od, oh, ow0};
-                K::backward_by_lane(xp, 0, xs, g, index, kNextColumn, lanes, dy_at,
-                                    grad_column_stride, ln_row + ow0, cell_grads);
+    at::parallel_for(
+        0, planes * phase_chunks, grain_for(chunk_windows, count), [&](int64_t begin, int64_t end) {
+          RowSlots<scalar_t> slots(phases, g, /*with_grad=*/true);
+          const std::unique_ptr<scalar_t[]> padding(new scalar_t[2 * phases.size()]);
+          scalar_t* padding_grad = padding.get() + phases.size();  // added to, never read
+          std::fill(padding.get(), padding_grad, -K::kInf);
+          scalar_t* window_rows[kMaxVectorCells];
+          scalar_t* grad_rows[kMaxVectorCells];
+          scalar_t* cell_at[kMaxVectorCells];
+          scalar_t* grad_at[kMaxVectorCells];
+          Vec cells[K::kMax], cell_grads[K::kMax];
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t plane = item / phase_chunks, n = plane / channels, c = plane % channels;
+            const int64_t j = overlap ? 2 * (item % phase_chunks) + phase : item % phase_chunks;
+            const int64_t first = j * chunk, last = std::min(g.output[along], first + chunk);
+            const T* xp = x + n * input5.stride(0) + c * input5.stride(1);
+            const int64_t od_end = along == 0 ? last : g.output[0];
+            for (int64_t od = along == 0 ? first : 0; od < od_end; ++od) {
+              const int64_t oh_end = along == 1 ? last : g.output[1];
+              for (int64_t oh = along == 1 ? first : 0; oh < oh_end; ++oh) {
+                slots.window_rows(plane, xp, xs, od, oh, window_rows, grad_rows, write_back);
+                cells_in_split_rows(phases, g, window_rows, padding.get(), cell_at);
+                cells_in_split_rows(phases, g, grad_rows, padding_grad, grad_at);
+                const T* dy_row = gy + element_offset(grad5, n, c, od, oh, 0);
+                const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
+                for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += K::kLanes) {
+                  // Lanes past the row get gradient 0 and finite cells, so add 0.
+                  const int64_t lanes = std::min(K::kLanes, g.output[2] - ow0);
+                  for (int64_t i = 0; i < count; ++i) cells[i] = Vec::loadu(cell_at[i] + ow0);
+                  const T* dy_at = dy_row + ow0 * grad_column_stride;
+                  const Vec grad = load_strided(dy_at, grad_column_stride, lanes);
+                  if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes),
+                                   cell_grads)) {
+                    const int64_t index[3] = {od, oh, ow0};
+                    K::backward_by_lane(xp, 0, xs, g, index, kNextColumn, lanes, dy_at,
+                                        grad_column_stride, ln_row + ow0, cell_grads);
+                  }
+                  for (int64_t i = 0; i < count; ++i)
+                    (Vec::loadu(grad_at[i] + ow0) + cell_grads[i]).store(grad_at[i] + ow0);
+                }
               }
-              for (int64_t i = 0; i < count; ++i)
-                (Vec::loadu(grad_at[i] + ow0) + cell_grads[i]).store(grad_at[i] + ow0);
             }
+            slots.write_back_all(write_back);
           }
-        }
-        slots.write_back_all(write_back);
-      }
-    });
+        });
   }
   at::parallel_for(0, planes, grain_for(plane_rows), [&](int64_t begin, int64_t end) {
     for (int64_t tag = begin * plane_rows; tag < end * plane_rows; ++tag) {
@@ -513,51 +518,53 @@ void backward_direct(const K&, const at::Tensor& grad5, const at::Tensor& input5
   const int64_t grad_column_stride = grad5.stride(4);  // 0 for an expanded gradient
   const int64_t plane_rows = g.output[0] * g.output[1];
   const int64_t reached = 2 * g.output[2];  // the columns windows reach
-  at::parallel_for(0, input5.size(0) * channels * plane_rows, grain_for(g.output[2], count),
-                   [&](int64_t begin, int64_t end) {
-    const T* x_rows[kMaxVectorCells / 2];
-    T* dx_rows[kMaxVectorCells / 2];
-    Vec cells[K::kMax], cell_grads[K::kMax];
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t oh = row % g.output[1], od = (row / g.output[1]) % g.output[0];
-      const int64_t plane = row / plane_rows, n = plane / channels, c = plane % channels;
-      for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
-        for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
-          const int64_t d = od * g.stride[0] + kd, h = oh * g.stride[1] + kh;
-          x_rows[kd * g.kernel[1] + kh] = x + element_offset(input5, n, c, d, h, 0);
-          dx_rows[kd * g.kernel[1] + kh] = dx + element_offset(grad_input5, n, c, d, h, 0);
+  at::parallel_for(
+      0, input5.size(0) * channels * plane_rows, grain_for(g.output[2], count),
+      [&](int64_t begin, int64_t end) {
+        const T* x_rows[kMaxVectorCells / 2];
+        T* dx_rows[kMaxVectorCells / 2];
+        Vec cells[K::kMax], cell_grads[K::kMax];
+        for (int64_t row = begin; row < end; ++row) {
+          const int64_t oh = row % g.output[1], od = (row / g.output[1]) % g.output[0];
+          const int64_t plane = row / plane_rows, n = plane / channels, c = plane % channels;
+          for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+            for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
+              const int64_t d = od * g.stride[0] + kd, h = oh * g.stride[1] + kh;
+              x_rows[kd * g.kernel[1] + kh] = x + element_offset(input5, n, c, d, h, 0);
+              dx_rows[kd * g.kernel[1] + kh] = dx + element_offset(grad_input5, n, c, d, h, 0);
+            }
+          const T* xp = x + n * input5.stride(0) + c * input5.stride(1);
+          const T* dy_row = gy + element_offset(grad5, n, c, od, oh, 0);
+          const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
+          for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
+            // Lanes past the row get cells 0 and gradient 0: finite, and not stored.
+            const int64_t lanes = std::min(kLanes, g.output[2] - ow0), columns = 2 * lanes;
+            for (int64_t r = 0; r < window_rows; ++r) {
+              const T* at_column = x_rows[r] + 2 * ow0;
+              std::tie(cells[2 * r], cells[2 * r + 1]) = at::vec::deinterleave2(
+                  load_widened(at_column, std::min(kLanes, columns)),
+                  load_widened(at_column + kLanes, std::max<int64_t>(0, columns - kLanes)));
+            }
+            const T* dy_at = dy_row + ow0 * grad_column_stride;
+            const Vec grad = load_strided(dy_at, grad_column_stride, lanes);
+            if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
+              const int64_t index[3] = {od, oh, ow0};
+              K::backward_by_lane(xp, 0, xs, g, index, kNextColumn, lanes, dy_at,
+                                  grad_column_stride, ln_row + ow0, cell_grads);
+            }
+            for (int64_t r = 0; r < window_rows; ++r) {
+              Vec low, high;
+              std::tie(low, high) =
+                  at::vec::interleave2(cell_grads[2 * r] + Vec(0), cell_grads[2 * r + 1] + Vec(0));
+              store_rounded(low, dx_rows[r] + 2 * ow0, std::min(kLanes, columns));
+              if (columns > kLanes)
+                store_rounded(high, dx_rows[r] + 2 * ow0 + kLanes, columns - kLanes);
+            }
+          }
+          for (int64_t r = 0; r < window_rows; ++r)
+            std::fill(dx_rows[r] + reached, dx_rows[r] + g.input[2], T(0));
         }
-      const T* xp = x + n * input5.stride(0) + c * input5.stride(1);
-      const T* dy_row = gy + element_offset(grad5, n, c, od, oh, 0);
-      const scalar_t* ln_row = ln + element_offset(log_norm5, n, c, od, oh, 0);
-      for (int64_t ow0 = 0; ow0 < g.output[2]; ow0 += kLanes) {
-        // Lanes past the row get cells 0 and gradient 0: finite, and not stored.
-        const int64_t lanes = std::min(kLanes, g.output[2] - ow0), columns = 2 * lanes;
-        for (int64_t r = 0; r < window_rows; ++r) {
-          const T* at_column = x_rows[r] + 2 * ow0;
-          std::tie(cells[2 * r], cells[2 * r + 1]) = at::vec::deinterleave2(
-              load_widened(at_column, std::min(kLanes, columns)),
-              load_widened(at_column + kLanes, std::max<int64_t>(0, columns - kLanes)));
-        }
-        const T* dy_at = dy_row + ow0 * grad_column_stride;
-        const Vec grad = load_strided(dy_at, grad_column_stride, lanes);
-        if (!K::backward(cells, count, grad, Vec::loadu(ln_row + ow0, lanes), cell_grads)) {
-          const int64_t index[3] = {od, oh, ow0};
-          K::backward_by_lane(xp, 0, xs, g, index, kNextColumn, lanes, dy_at, grad_column_stride,
-                              ln_row + ow0, cell_grads);
-        }
-        for (int64_t r = 0; r < window_rows; ++r) {
-          Vec low, high;
-          std::tie(low, high) = at::vec::interleave2(cell_grads[2 * r] + Vec(0),
-                                                     cell_grads[2 * r + 1] + Vec(0));
-          store_rounded(low, dx_rows[r] + 2 * ow0, std::min(kLanes, columns));
-          if (columns > kLanes) store_rounded(high, dx_rows[r] + 2 * ow0 + kLanes, columns - kLanes);
-        }
-      }
-      for (int64_t r = 0; r < window_rows; ++r)
-        std::fill(dx_rows[r] + reached, dx_rows[r] + g.input[2], T(0));
-    }
-  });
+      });
   // Rows no window reaches: past the last window, or between windows (kernel < stride).
   const auto reached_along = [&](int dim, int64_t i) {
     return i < g.output[dim] * g.stride[dim] && i % g.stride[dim] < g.kernel[dim];
@@ -568,41 +575,43 @@ void backward_direct(const K&, const at::Tensor& grad5, const at::Tensor& input5
       if (!reached_along(0, d) || !reached_along(1, h)) unreached.emplace_back(d, h);
   if (unreached.empty()) return;
   const int64_t planes = input5.size(0) * channels;
-  at::parallel_for(0, planes, grain_for(static_cast<int64_t>(unreached.size()) * g.input[2]), [&](int64_t begin, int64_t end) {
-    for (int64_t plane = begin; plane < end; ++plane)
-      for (const auto& [d, h] : unreached) {
-        T* row = dx + element_offset(grad_input5, plane / channels, plane % channels, d, h, 0);
-        std::fill(row, row + g.input[2], T(0));
-      }
-  });
+  at::parallel_for(0, planes, grain_for(static_cast<int64_t>(unreached.size()) * g.input[2]),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t plane = begin; plane < end; ++plane)
+                       for (const auto& [d, h] : unreached) {
+                         T* row = dx + element_offset(grad_input5, plane / channels,
+                                                      plane % channels, d, h, 0);
+                         std::fill(row, row + g.input[2], T(0));
+                       }
+                   });
 }
 
 }  // namespace
 
 void forward_rows(const at::Tensor& input5, at::Tensor& output5, at::Tensor& log_norm5,
                   const PoolGeometry& g) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
-                                  "soft_pool_forward_rows", [&] {
-    with_cell_count<compute_t<scalar_t>>(
-        g, [&](auto kernel) { forward<scalar_t>(kernel, input5, output5, log_norm5, g); });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, input5.scalar_type(), "soft_pool_forward_rows", [&] {
+        with_cell_count<compute_t<scalar_t>>(
+            g, [&](auto kernel) { forward<scalar_t>(kernel, input5, output5, log_norm5, g); });
+      });
 }
 
 void backward_rows(const at::Tensor& grad5, const at::Tensor& input5, const at::Tensor& log_norm5,
                    at::Tensor& grad_input5, const PoolGeometry& g) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input5.scalar_type(),
-                                  "soft_pool_backward_rows", [&] {
-    with_gradient_type<scalar_t>(grad_input5, [&](auto grad_type) {
-      using G = decltype(grad_type);
-      with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
-        if constexpr (std::is_same_v<G, scalar_t>) {
-          if (direct_backward(g))
-            return backward_direct<scalar_t>(kernel, grad5, input5, log_norm5, grad_input5, g);
-        }
-        backward<scalar_t, G>(kernel, grad5, input5, log_norm5, grad_input5, g);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, input5.scalar_type(), "soft_pool_backward_rows", [&] {
+        with_gradient_type<scalar_t>(grad_input5, [&](auto grad_type) {
+          using G = decltype(grad_type);
+          with_cell_count<compute_t<scalar_t>>(g, [&](auto kernel) {
+            if constexpr (std::is_same_v<G, scalar_t>) {
+              if (direct_backward(g))
+                return backward_direct<scalar_t>(kernel, grad5, input5, log_norm5, grad_input5, g);
+            }
+            backward<scalar_t, G>(kernel, grad5, input5, log_norm5, grad_input5, g);
+          });
+        });
       });
-    });
-  });
 }
 
 }  // namespace CPU_CAPABILITY

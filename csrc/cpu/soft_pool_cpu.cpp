@@ -1,17 +1,16 @@
 // SoftPool CPU kernels: any strides, 1-D/2-D/3-D through a 5-D view. The
 // arithmetic of a window is in window.h, shared with the CUDA kernels.
-#include <torch/library.h>
+#include "soft_pool_cpu.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
+#include <torch/library.h>
 
 #include <string>
 #include <tuple>
-
-#include "soft_pool_cpu.h"
 
 namespace mmsoftpool {
 
@@ -21,8 +20,7 @@ namespace {
 // dx_plane, which has the spatial strides ds; x_plane has strides xs.
 template <typename acc_t, typename scalar_t>
 void add_window_gradient(const scalar_t* x_plane, const int64_t* xs, acc_t* dx_plane,
-                                const int64_t* ds, const Window& w, acc_t grad,
-                                acc_t log_norm) {
+                         const int64_t* ds, const Window& w, acc_t grad, acc_t log_norm) {
   const auto stats = window_grad_stats<acc_t>(x_plane, w, xs, log_norm);
   for (int64_t d = w.begin[0]; d < w.end[0]; ++d)
     for (int64_t h = w.begin[1]; h < w.end[1]; ++h)
@@ -42,8 +40,7 @@ void forward_kernel(const at::Tensor& input5, at::Tensor& output5, at::Tensor& l
   const int64_t channels = input5.size(1);
   const int64_t xs[3] = {input5.stride(2), input5.stride(3), input5.stride(4)};
   const int64_t rows = input5.size(0) * channels * g.output[0] * g.output[1];
-  at::parallel_for(0, rows, grain_for(g.output[2], g.cells), [&](int64_t begin,
-                                                                        int64_t end) {
+  at::parallel_for(0, rows, grain_for(g.output[2], g.cells), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t oh = row % g.output[1];
       const int64_t od = (row / g.output[1]) % g.output[0];
@@ -63,9 +60,8 @@ void forward_kernel(const at::Tensor& input5, at::Tensor& output5, at::Tensor& l
 // Each (sample, channel) plane is handled by one thread, its windows in a fixed
 // order, so the sums over overlapping windows are deterministic.
 template <typename scalar_t>
-void backward_kernel(const at::Tensor& grad5, const at::Tensor& input5,
-                     const at::Tensor& log_norm5, at::Tensor& grad_input5,
-                     const PoolGeometry& g) {
+void backward_kernel(const at::Tensor& grad5, const at::Tensor& input5, const at::Tensor& log_norm5,
+                     at::Tensor& grad_input5, const PoolGeometry& g) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* x = input5.const_data_ptr<scalar_t>();
   const scalar_t* gy = grad5.const_data_ptr<scalar_t>();
@@ -103,8 +99,10 @@ struct VectorKernels {
 };
 
 #define MMSOFTPOOL_KERNEL_ADDRESS(capability, name, type) , &capability::name
-#define MMSOFTPOOL_VECTOR_KERNELS(capability) \
-  VectorKernels { #capability MMSOFTPOOL_FOR_EACH_VECTOR_KERNEL(MMSOFTPOOL_KERNEL_ADDRESS, capability) }
+#define MMSOFTPOOL_VECTOR_KERNELS(capability)                                            \
+  VectorKernels {                                                                        \
+    #capability MMSOFTPOOL_FOR_EACH_VECTOR_KERNEL(MMSOFTPOOL_KERNEL_ADDRESS, capability) \
+  }
 
 // The build for the capability ATen runs its own kernels with: the best the
 // CPU has, or the one ATEN_CPU_CAPABILITY names (read once, at first use).
@@ -142,8 +140,7 @@ VectorPath vector_path(const at::Tensor& input5, const PoolGeometry& g, at::Memo
 std::tuple<at::Tensor, at::Tensor> soft_pool_forward_cpu(const at::Tensor& input,
                                                          c10::IntArrayRef kernel_size,
                                                          c10::IntArrayRef stride,
-                                                         c10::IntArrayRef padding,
-                                                         bool ceil_mode) {
+                                                         c10::IntArrayRef padding, bool ceil_mode) {
   const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
   at::Tensor output, log_norm;
   std::tie(output, log_norm) = empty_forward_outputs(input, g);
@@ -178,8 +175,8 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   // their slots and a buffer of the rows two chunks share) and write the input
   // gradient in its own type, but for rows overlapping along a chunked D; the
   // generic kernel and those accumulate in a float32 gradient rounded at the end.
-  const bool direct = path == VectorPath::kChannels ||
-                      (path == VectorPath::kRows && rows_backward_rounds_once(g));
+  const bool direct =
+      path == VectorPath::kChannels || (path == VectorPath::kRows && rows_backward_rounds_once(g));
   const auto grad_dtype = direct ? input.scalar_type() : at::toOpMathType(input.scalar_type());
   at::Tensor grad_input =
       at::empty(input.sizes(), input.options().dtype(grad_dtype).memory_format(format));
@@ -201,8 +198,7 @@ at::Tensor soft_pool_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   }
   return grad_input.scalar_type() == input.scalar_type()
              ? grad_input
-             : grad_input.to(input.scalar_type(), /*non_blocking=*/false, /*copy=*/false,
-                             format);
+             : grad_input.to(input.scalar_type(), /*non_blocking=*/false, /*copy=*/false, format);
 }
 
 // For tests and the benchmark: the capability whose kernels run, and
@@ -211,8 +207,7 @@ std::string cpu_capability() { return vector_kernels().capability; }
 
 at::Tensor over_float_tensor(const char* name, void (*f)(const float*, float*, int64_t),
                              const at::Tensor& input) {
-  TORCH_CHECK(input.scalar_type() == at::kFloat, name, ": float32 only, got ",
-              input.scalar_type());
+  TORCH_CHECK(input.scalar_type() == at::kFloat, name, ": float32 only, got ", input.scalar_type());
   const at::Tensor x = input.contiguous();
   at::Tensor out = at::empty_like(x);
   f(x.const_data_ptr<float>(), out.mutable_data_ptr<float>(), x.numel());

@@ -18,8 +18,7 @@ namespace mmsoftpool {
 // times (a product that saturates: windows can have up to 2**63 - 1 cells).
 inline int64_t grain_for(int64_t steps, int64_t times = 1) {
   int64_t work;
-  if (c10::mul_overflows(std::max<int64_t>(1, steps), std::max<int64_t>(1, times), &work))
-    return 1;
+  if (c10::mul_overflows(std::max<int64_t>(1, steps), std::max<int64_t>(1, times), &work)) return 1;
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / work);
 }
 
@@ -76,9 +75,9 @@ using FloatMap = void(const float* in, float* out, int64_t size);
 // namespaces named after it (setup.py); soft_pool_cpu.cpp picks one at run
 // time from at::get_cpu_capability(), which honours ATEN_CPU_CAPABILITY.
 #define MMSOFTPOOL_DECLARE_KERNEL(capability, name, type) type name;
-#define MMSOFTPOOL_DECLARE_VECTOR_KERNELS(capability)                          \
-  namespace capability {                                                       \
-  MMSOFTPOOL_FOR_EACH_VECTOR_KERNEL(MMSOFTPOOL_DECLARE_KERNEL, capability)     \
+#define MMSOFTPOOL_DECLARE_VECTOR_KERNELS(capability)                      \
+  namespace capability {                                                   \
+  MMSOFTPOOL_FOR_EACH_VECTOR_KERNEL(MMSOFTPOOL_DECLARE_KERNEL, capability) \
   }
 
 MMSOFTPOOL_DECLARE_VECTOR_KERNELS(DEFAULT)

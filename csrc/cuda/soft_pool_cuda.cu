@@ -1,10 +1,9 @@
 // SoftPool CUDA kernels: the bodies and wrappers of soft_pool_cuda.h run by a
 // grid-stride kernel. The arithmetic of a window is in window.h, shared with
 // the CPU kernels; csrc/cpu/cuda_path.cpp runs the same wrappers on the CPU.
-#include <torch/library.h>
-
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
 
 #include "soft_pool_cuda.h"
 
@@ -29,8 +28,8 @@ struct CudaExecutor {
   template <typename Body>
   void operator()(int64_t total, const Body& body) const {
     grid_stride_kernel<Body>
-        <<<cuda_path::blocks_for(total, multiprocessors), cuda_path::kThreads, 0, stream>>>(
-            body, total);
+        <<<cuda_path::blocks_for(total, multiprocessors), cuda_path::kThreads, 0, stream>>>(body,
+                                                                                            total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };

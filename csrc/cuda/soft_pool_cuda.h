@@ -116,8 +116,7 @@ struct Strided5d {
 // read-only data cache (ld.global.nc), as for a kernel's __restrict__
 // parameters. Sound: what a body writes is freshly allocated, aliased by no
 // other pointer.
-#define MMSOFTPOOL_RESTRICT_LOCAL(member) \
-  auto* __restrict__ const member = this->member
+#define MMSOFTPOOL_RESTRICT_LOCAL(member) auto* __restrict__ const member = this->member
 
 // Forward: output and log_norm of the index-th window.
 template <typename scalar_t, typename acc_t>
@@ -138,8 +137,7 @@ struct ForwardBody {
     int64_t xs[3];
     xl.spatial_strides(xs);
     acc_t out, norm;
-    window_forward<acc_t>(x + xl.plane_offset(p), window_at(g, p[2], p[3], p[4]), xs, out,
-                          norm);
+    window_forward<acc_t>(x + xl.plane_offset(p), window_at(g, p[2], p[3], p[4]), xs, out, norm);
     const int64_t o = yl.offset(p);
     y[o] = static_cast<scalar_t>(out);
     log_norm[o] = norm;
@@ -166,8 +164,8 @@ struct WindowStatsBody {
     int64_t xs[3];
     xl.spatial_strides(xs);
     const int64_t o = yl.offset(p);
-    stats[o] = window_grad_stats<acc_t>(x + xl.plane_offset(p), window_at(g, p[2], p[3], p[4]),
-                                        xs, log_norm[o]);
+    stats[o] = window_grad_stats<acc_t>(x + xl.plane_offset(p), window_at(g, p[2], p[3], p[4]), xs,
+                                        log_norm[o]);
   }
 };
 
@@ -202,8 +200,8 @@ struct GatherBody {
     for (q[2] = first[0]; q[2] <= last[0]; ++q[2])
       for (q[3] = first[1]; q[3] <= last[1]; ++q[3])
         for (q[4] = first[2]; q[4] <= last[2]; ++q[4])
-          sum += cell_gradient(v, static_cast<acc_t>(grad_output[gl.offset(q)]),
-                               stats[yl.offset(q)]);
+          sum +=
+              cell_gradient(v, static_cast<acc_t>(grad_output[gl.offset(q)]), stats[yl.offset(q)]);
     grad_input[dl.offset(p)] = static_cast<scalar_t>(sum);
   }
 };
@@ -214,9 +212,8 @@ struct GatherBody {
 // every index in [0, total).
 template <typename Executor>
 std::tuple<at::Tensor, at::Tensor> forward(const Executor& run, const at::Tensor& input,
-                                           c10::IntArrayRef kernel_size,
-                                           c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                           bool ceil_mode) {
+                                           c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
+                                           c10::IntArrayRef padding, bool ceil_mode) {
   const PoolGeometry g = make_geometry(input, kernel_size, stride, padding, ceil_mode);
   at::Tensor output, log_norm;
   std::tie(output, log_norm) = empty_forward_outputs(input, g);
@@ -255,12 +252,12 @@ at::Tensor backward(const Executor& run, const at::Tensor& grad_output, const at
         using acc_t = at::opmath_type<scalar_t>;
         using Stats = WindowGradStats<acc_t>;
         const int64_t windows = log_norm_dense.numel();
-        at::Tensor stats_buffer = at::empty(
-            {windows * static_cast<int64_t>(sizeof(Stats))}, input.options().dtype(at::kByte));
+        at::Tensor stats_buffer = at::empty({windows * static_cast<int64_t>(sizeof(Stats))},
+                                            input.options().dtype(at::kByte));
         auto* stats = reinterpret_cast<Stats*>(stats_buffer.mutable_data_ptr<uint8_t>());
         const scalar_t* x = input.const_data_ptr<scalar_t>();
-        run(windows, WindowStatsBody<scalar_t, acc_t>{
-                         x, xl, log_norm_dense.const_data_ptr<acc_t>(), yl, stats, g});
+        run(windows, WindowStatsBody<scalar_t, acc_t>{x, xl, log_norm_dense.const_data_ptr<acc_t>(),
+                                                      yl, stats, g});
         run(input.numel(),
             GatherBody<scalar_t, acc_t>{grad_output.const_data_ptr<scalar_t>(), gl, stats, yl, x,
                                         xl, grad_input.mutable_data_ptr<scalar_t>(), dl, g});

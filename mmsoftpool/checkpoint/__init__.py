@@ -23,12 +23,19 @@ from mmengine.infer import BaseInferencer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from .allow_list import SAFE_GLOBALS, is_plain_dtype
-from .loading import (CHECKPOINT_ERRORS, DamagedCheckpoint, RefusedCheckpoint,
-                      load)
-from .schemes import (SCHEMES, _no_config_from_checkpoint, load_from_ceph,
-                      load_from_http, load_from_local, load_from_mmcls,
-                      load_from_openmmlab, load_from_pavi,
-                      load_from_torchvision, load_from_work_dir)
+from .loading import CHECKPOINT_ERRORS, DamagedCheckpoint, RefusedCheckpoint, load
+from .schemes import (
+    SCHEMES,
+    _no_config_from_checkpoint,
+    load_from_ceph,
+    load_from_http,
+    load_from_local,
+    load_from_mmcls,
+    load_from_openmmlab,
+    load_from_pavi,
+    load_from_torchvision,
+    load_from_work_dir,
+)
 
 __all__ = [
     'load', 'RefusedCheckpoint', 'DamagedCheckpoint', 'CHECKPOINT_ERRORS',

@@ -25,12 +25,14 @@ import torch
 from mmengine.dist import get_dist_info
 from mmengine.fileio import get_file_backend
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import (_get_mmengine_home,
-                                        _process_mmcls_checkpoint,
-                                        get_deprecated_model_names,
-                                        get_external_models,
-                                        get_mmcls_models,
-                                        get_torchvision_models)
+from mmengine.runner.checkpoint import (
+    _get_mmengine_home,
+    _process_mmcls_checkpoint,
+    get_deprecated_model_names,
+    get_external_models,
+    get_mmcls_models,
+    get_torchvision_models,
+)
 
 from .loading import RefusedCheckpoint, load
 

@@ -29,9 +29,19 @@ from typing import Dict
 import numpy as np
 
 from ..optional import is_installed
-from .demo import (SPLITS, _add_noise, _background, _bright_colour,
-                   _check_counts, _ensure, _fill, _given, _outline,
-                   _write_folder, _write_image)
+from .demo import (
+    SPLITS,
+    _add_noise,
+    _background,
+    _bright_colour,
+    _check_counts,
+    _ensure,
+    _fill,
+    _given,
+    _outline,
+    _write_folder,
+    _write_image,
+)
 
 ACTION_CLASSES = ('moving_left', 'moving_right', 'growing', 'spinning')
 ACTION_VERSION = 1

@@ -1,8 +1,12 @@
 from .atomic_files import AtomicLocalBackend, write_atomically
 from .cpu_amp_optim_wrapper import CPUAmpOptimWrapper
-from .hooks import (AtomicCheckpointHook, CheckpointMatchHook,
-                    CheckpointMismatchError, LastValidationHook,
-                    RNGStateHook)
+from .hooks import (
+                    AtomicCheckpointHook,
+                    CheckpointMatchHook,
+                    CheckpointMismatchError,
+                    LastValidationHook,
+                    RNGStateHook,
+)
 from .resume import find_resumable_checkpoint
 
 __all__ = [

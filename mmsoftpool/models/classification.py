@@ -16,15 +16,13 @@ is not installed this module is empty and ``import mmsoftpool`` still works;
 where it is installed but broken, its import error is raised, not hidden.
 """
 from ..optional import is_installed
-from .pool_slots import (DENSENET_POOL_SLOTS, INCEPTION_V3_POOL_SITES,
-                         RESNET_POOL_SLOTS)
+from .pool_slots import DENSENET_POOL_SLOTS, INCEPTION_V3_POOL_SITES, RESNET_POOL_SLOTS
 from .pool_swap import PoolSwapMixin
 
 if not is_installed('mmpretrain'):
     __all__ = []
 else:
-    from mmpretrain.models.backbones import (DenseNet, InceptionV3, ResNet,
-                                             ResNeXt)
+    from mmpretrain.models.backbones import DenseNet, InceptionV3, ResNet, ResNeXt
     from mmpretrain.registry import MODELS
 
     __all__ = [

@@ -19,8 +19,7 @@ if not is_installed('mmaction'):
     __all__ = []
 else:
     try:
-        from mmaction.models.backbones import (ResNet2Plus1d, ResNet3d,
-                                               ResNet3dSlowOnly)
+        from mmaction.models.backbones import ResNet2Plus1d, ResNet3d, ResNet3dSlowOnly
     except ModuleNotFoundError as error:
         if 'drn' not in str(error.name):
             raise

@@ -6,8 +6,7 @@ the op's FLOPs handle is added to its complexity analysis.
 """
 from ..optional import is_installed
 from .export import enable_export, export_decompositions
-from .soft_pool import (SoftPool1d, SoftPool2d, SoftPool3d, soft_pool1d,
-                        soft_pool2d, soft_pool3d)
+from .soft_pool import SoftPool1d, SoftPool2d, SoftPool3d, soft_pool1d, soft_pool2d, soft_pool3d
 
 if is_installed('mmengine'):
     from mmengine.registry import MODELS

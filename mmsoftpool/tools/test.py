@@ -8,15 +8,22 @@ from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
 from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
-from mmsoftpool.deployment.onnxruntime_detector import (ONNXModelError,
-                                                        onnxruntime_model_cfg)
+from mmsoftpool.deployment.onnxruntime_detector import ONNXModelError, onnxruntime_model_cfg
 from mmsoftpool.engine import CheckpointMatchHook, CheckpointMismatchError
-from mmsoftpool.tools.launch import (ToolParser, UserError,
-                                      add_check_images_arg, add_overwrite_arg,
-                                      check_data, checkpoint_source,
-                                      finish_distributed, load_config,
-                                      output_path, parse_with_launch_args,
-                                      run_tool, setup_distributed)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    UserError,
+    add_check_images_arg,
+    add_overwrite_arg,
+    check_data,
+    checkpoint_source,
+    finish_distributed,
+    load_config,
+    output_path,
+    parse_with_launch_args,
+    run_tool,
+    setup_distributed,
+)
 
 # What differs between the libraries: the metric that dumps predictions
 # (--out) and the switches of the visualization hook (--show, --show-dir).

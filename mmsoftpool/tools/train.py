@@ -12,13 +12,19 @@ from mmengine.runner import Runner
 
 import mmsoftpool  # noqa: F401  registers SoftPool layers and backbones
 from mmsoftpool.checkpoint import CHECKPOINT_ERRORS
-from mmsoftpool.engine import (CheckpointMismatchError, LastValidationHook,
-                               find_resumable_checkpoint)
-from mmsoftpool.tools.launch import (ToolParser, UserError,
-                                      add_check_images_arg, check_data,
-                                      checkpoint_source, finish_distributed,
-                                      load_config, parse_with_launch_args,
-                                      run_tool, setup_distributed)
+from mmsoftpool.engine import CheckpointMismatchError, LastValidationHook, find_resumable_checkpoint
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    UserError,
+    add_check_images_arg,
+    check_data,
+    checkpoint_source,
+    finish_distributed,
+    load_config,
+    parse_with_launch_args,
+    run_tool,
+    setup_distributed,
+)
 
 
 def parse_args():

@@ -38,7 +38,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -267,7 +266,8 @@ def parse_args():
     what = parser.add_mutually_exclusive_group()
     what.add_argument('--layers', action='store_true', help='only the layers')
     what.add_argument('--models', action='store_true', help='only the models')
-    parser.add_argument('--shape', type=input_shape, nargs='+', default=[(1, 64, 112, 112), (16, 64, 112, 112)],
+    parser.add_argument('--shape', type=input_shape, nargs='+',
+                        default=[(1, 64, 112, 112), (16, 64, 112, 112)],
                         help='layer input shapes: NxCxL, NxCxHxW or NxCxDxHxW')
     parser.add_argument('--cases', type=pool_case, nargs='+',
                         default=[((2, ), (2, ), (0, )), ((3, ), (2, ), (1, ))],

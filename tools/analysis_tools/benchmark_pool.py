@@ -50,9 +50,15 @@ import torch
 import torch.nn.functional as F
 
 from mmsoftpool.ops import soft_pool2d, soft_pool3d
-from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg, device_arg,
-                                     int_at_least, output_path, positive_int,
-                                     run_tool)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    add_overwrite_arg,
+    device_arg,
+    int_at_least,
+    output_path,
+    positive_int,
+    run_tool,
+)
 
 
 def pytorch_formula(avg_pool):

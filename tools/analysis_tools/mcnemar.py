@@ -49,9 +49,14 @@ from statsmodels.stats.contingency_tables import mcnemar
 from mmsoftpool import checkpoint_bounds as bounds
 from mmsoftpool.checkpoint import load
 from mmsoftpool.checkpoint.allow_list import SAFE_GLOBALS, plain_arrays, refuse
-from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg,
-                                     int_at_least, output_path, run_tool,
-                                     user_errors)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    add_overwrite_arg,
+    int_at_least,
+    output_path,
+    run_tool,
+    user_errors,
+)
 
 # How the images of the two files are paired: by path when both files have
 # it (it survives a different order or sampler), else by dataset index.

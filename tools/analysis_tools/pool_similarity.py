@@ -26,11 +26,22 @@ import torch.nn.functional as F
 from mmengine.utils import track_iter_progress
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mmsoftpool.tools.analysis import (METHODS, SAMPLE_IMAGES, find_images,
-                                       image_to_tensor, load_image,
-                                       method_label, pool_at_scale)
-from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg,
-                                     output_path, run_tool, user_errors)
+from mmsoftpool.tools.analysis import (
+    METHODS,
+    SAMPLE_IMAGES,
+    find_images,
+    image_to_tensor,
+    load_image,
+    method_label,
+    pool_at_scale,
+)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    add_overwrite_arg,
+    output_path,
+    run_tool,
+    user_errors,
+)
 
 PROTOCOL = """\
 comparison protocol (the same for every method):

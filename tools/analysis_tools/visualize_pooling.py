@@ -31,12 +31,24 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mmsoftpool.tools.analysis import (METHODS, SAMPLE_IMAGES, find_images,
-                                       image_to_tensor, load_image,
-                                       method_label, pool_at_scale)
-from mmsoftpool.tools.launch import (ToolParser, add_overwrite_arg,
-                                     int_at_least, output_path, positive_int,
-                                     run_tool, user_errors)
+from mmsoftpool.tools.analysis import (
+    METHODS,
+    SAMPLE_IMAGES,
+    find_images,
+    image_to_tensor,
+    load_image,
+    method_label,
+    pool_at_scale,
+)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    add_overwrite_arg,
+    int_at_least,
+    output_path,
+    positive_int,
+    run_tool,
+    user_errors,
+)
 
 DPI = 100
 

@@ -39,10 +39,18 @@ from mmsoftpool.deployment import onnxruntime_detector as ort_detector
 from mmsoftpool.deployment.end2end import UnsupportedDetector, decided_rows, end2end_wrapper
 from mmsoftpool.deployment.nms import ONNX_TRANSLATIONS
 from mmsoftpool.engine.hooks.checkpoint_match_hook import compare_state_dicts
-from mmsoftpool.tools.launch import (ToolParser, UserError, add_cfg_options_arg,
-                                     add_overwrite_arg, checkpoint_source,
-                                     int_at_least, load_config, output_path,
-                                     positive_int, run_tool)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    UserError,
+    add_cfg_options_arg,
+    add_overwrite_arg,
+    checkpoint_source,
+    int_at_least,
+    load_config,
+    output_path,
+    positive_int,
+    run_tool,
+)
 
 
 class TensorOutputs(nn.Module):

@@ -9,9 +9,14 @@ will drop or take as they are, images its filter_cfg leaves out, and sizes
 that disagree with the annotation file. See docs/checkpoints.md.
 """
 import mmsoftpool  # noqa: F401  registers the project's types
-from mmsoftpool.tools.launch import (ToolParser, add_cfg_options_arg,
-                                      add_check_images_arg, check_data,
-                                      load_config, run_tool)
+from mmsoftpool.tools.launch import (
+    ToolParser,
+    add_cfg_options_arg,
+    add_check_images_arg,
+    check_data,
+    load_config,
+    run_tool,
+)
 
 
 def main():

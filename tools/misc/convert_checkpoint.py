@@ -31,8 +31,7 @@ from mmengine.logging import HistoryBuffer
 from mmsoftpool.checkpoint import is_plain_dtype
 from mmsoftpool.checkpoint import load as safe_load
 from mmsoftpool.engine import write_atomically
-from mmsoftpool.tools.launch import (ToolParser, UserError, add_overwrite_arg,
-                                     output_path, run_tool)
+from mmsoftpool.tools.launch import ToolParser, UserError, add_overwrite_arg, output_path, run_tool
 
 # Kept as they are (exact types; tensors and parameters of any kind).
 PLAIN_VALUES = (type(None), bool, int, float, complex, str, bytes,
